@@ -1,0 +1,1 @@
+"""Shared studio logic: settings, the resident XTTS engine, audio, text and outputs (no Gradio here)."""

@@ -1,0 +1,67 @@
+"""The languages XTTS v2 speaks, with the names the UI shows."""
+
+from __future__ import annotations
+
+from core.errors import InvalidInput
+
+LANGUAGES: dict[str, str] = {
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "pl": "Polish",
+    "tr": "Turkish",
+    "ru": "Russian",
+    "nl": "Dutch",
+    "cs": "Czech",
+    "ar": "Arabic",
+    "zh-cn": "Chinese",
+    "hu": "Hungarian",
+    "ko": "Korean",
+    "ja": "Japanese",
+    "hi": "Hindi",
+}
+
+# Characters per chunk the XTTS tokenizer accepts before it warns of truncation
+# (the limits coqui-tts ships in its tokenizer). Chunks are kept under these.
+CHAR_LIMITS: dict[str, int] = {
+    "en": 250,
+    "de": 253,
+    "fr": 273,
+    "es": 239,
+    "it": 213,
+    "pt": 203,
+    "pl": 224,
+    "zh-cn": 82,
+    "ar": 166,
+    "cs": 186,
+    "ru": 182,
+    "nl": 251,
+    "tr": 226,
+    "ja": 71,
+    "hu": 224,
+    "ko": 95,
+    "hi": 150,
+}
+
+
+def normalize_language(code: str | None, *, supported: list[str] | None = None) -> str:
+    """Return the canonical code for ``code`` or raise :class:`InvalidInput`.
+
+    ``supported`` narrows the check to what a loaded model declares.
+    """
+    raw = (code or "").strip().lower()
+    if raw == "zh":
+        raw = "zh-cn"
+    allowed = supported if supported else list(LANGUAGES)
+    if raw not in allowed:
+        shown = ", ".join(allowed)
+        raise InvalidInput(f"Unknown language '{code}'. Choose one of: {shown}.")
+    return raw
+
+
+def choices() -> list[tuple[str, str]]:
+    """(label, code) pairs for a dropdown."""
+    return [(f"{name} ({code})", code) for code, name in LANGUAGES.items()]

@@ -1,0 +1,102 @@
+"""Cache of XTTS conditioning latents, in memory and on disk.
+
+A voice's latents depend on its reference audio and on the model that encoded
+them, so the key is a hash of the model identity, the encoding settings and
+the bytes of every clip. Loading another checkpoint changes the model identity,
+so its latents are computed afresh rather than silently reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core import atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What XTTS conditions on: GPT latents ``[1, T, C]`` and a speaker embedding ``[1, 512, 1]``."""
+
+    gpt_cond_latent: torch.Tensor
+    speaker_embedding: torch.Tensor
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(model_id: str, clips: Iterable[Path], settings: dict[str, object]) -> str:
+    """Key for the latents of ``clips`` under ``model_id`` with encoding ``settings``."""
+    digest = hashlib.sha256(model_id.encode())
+    digest.update(repr(sorted(settings.items())).encode())
+    for clip in clips:
+        digest.update(file_digest(clip).encode())
+    return digest.hexdigest()[:32]
+
+
+class LatentCache:
+    """An LRU of conditionings in memory, backed by ``.pt`` files under ``root/<model_id>/``."""
+
+    def __init__(self, root: Path, *, capacity: int = 64) -> None:
+        self.root = root
+        self.capacity = capacity
+        self._memory: OrderedDict[str, Conditioning] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _path(self, model_id: str, key: str) -> Path:
+        return self.root / model_id / f"{key}.pt"
+
+    def get(self, model_id: str, key: str) -> Conditioning | None:
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        path = self._path(model_id, key)
+        if not path.is_file():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            found = Conditioning(data["gpt_cond_latent"], data["speaker_embedding"])
+        except Exception as exc:  # a damaged cache file is recomputed, not fatal
+            log.warning("ignoring unreadable latent cache %s: %s", path, exc)
+            return None
+        self._remember(key, found)
+        return found
+
+    def put(self, model_id: str, key: str, value: Conditioning) -> None:
+        self._remember(key, value)
+        buffer = io.BytesIO()
+        torch.save(
+            {"gpt_cond_latent": value.gpt_cond_latent.cpu(), "speaker_embedding": value.speaker_embedding.cpu()},
+            buffer,
+        )
+        try:
+            atomic.write_bytes(self._path(model_id, key), buffer.getvalue())
+        except Exception as exc:  # the memory copy still serves this process
+            log.warning("could not write latent cache for %s: %s", key, exc)
+
+    def _remember(self, key: str, value: Conditioning) -> None:
+        with self._lock:
+            self._memory[key] = value
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.capacity:
+                self._memory.popitem(last=False)
+
+    def clear_memory(self) -> None:
+        with self._lock:
+            self._memory.clear()

@@ -1,0 +1,125 @@
+"""Shared fixtures: the tiny-model kit, espeak-ng speech, a resident engine and a live app."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import make_tiny_models  # noqa: E402
+
+KIT_CACHE = Path(os.environ.get("XTTS_STUDIO_TEST_CACHE", Path.home() / ".cache" / "xtts-studio-tests")) / "tiny-models"
+
+
+@pytest.fixture(scope="session")
+def tiny_kit() -> Path:
+    """The tiny-model kit, generated once per machine (rebuilt when its script changes)."""
+    return make_tiny_models.build(KIT_CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_xtts(tiny_kit: Path) -> Path:
+    return tiny_kit / "xtts"
+
+
+def speak(text: str, out: Path, *, voice: str = "en", speed: int = 150) -> Path:
+    """Real speech from Debian's espeak-ng (22.05 kHz mono WAV)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text], check=True)
+    return out
+
+
+@pytest.fixture
+def speech(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``speech("some text", name="a.wav")`` -> a WAV of espeak-ng speaking it."""
+
+    def make(text: str, name: str = "speech.wav", **kwargs: object) -> Path:
+        return speak(text, tmp_path / name, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_engine(tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One loaded engine for tests that only read from it (load once per session)."""
+    from core.engine import XTTSEngine
+
+    engine = XTTSEngine(device="cpu", latents_dir=tmp_path_factory.mktemp("latents"), model_dir=tiny_xtts)
+    engine.ensure_loaded()
+    return engine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the app did not answer at {url} within {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
+    """Start ``python webui.py`` on a free port with data folders under ``data``; stop it afterwards."""
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = data / "app.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [
+        sys.executable, str(ROOT / "webui.py"),
+        "--port", str(port),
+        "--models-dir", str(data / "models"),
+        "--outputs-dir", str(data / "outputs"),
+        *args,
+    ]  # fmt: skip
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=data)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_http(url, proc, log)
+        yield {"url": url, "data": data, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def live_app(tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """The real app on the tiny model, shared by the API and browser tests."""
+    with running_app(tmp_path_factory.mktemp("app"), "--model-dir", str(tiny_xtts)) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail("Debian's chromium is required for browser tests (scripts/install.sh --test installs it).")
+    return path

@@ -1,0 +1,1 @@
+"""Training: dataset building, the fine-tuning runner and checkpoint samples (no Gradio here)."""
