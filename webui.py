@@ -17,7 +17,9 @@ from core.errors import StudioError
 from core.outputs import OutputStore
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
+from core.voices import VoiceLibrary
 from tabs import tts as tts_tab
+from tabs import voices as voices_tab
 
 log = logging.getLogger("xtts_studio")
 
@@ -34,6 +36,7 @@ class Studio:
 
     settings: Settings
     engine: XTTSEngine
+    voices: VoiceLibrary
     tts: TTSService
 
 
@@ -45,8 +48,11 @@ def create_studio(settings: Settings) -> Studio:
         default_model_dir=settings.default_model_dir,
         hub_url=settings.hub_url,
     )
-    service = TTSService(engine, OutputStore(settings.tts_outputs_dir), max_text_chars=settings.max_text_chars)
-    return Studio(settings, engine, service)
+    voices = VoiceLibrary(settings.voices_dir, export_dir=settings.exports_dir / "voices", work_dir=settings.work_dir)
+    service = TTSService(
+        engine, OutputStore(settings.tts_outputs_dir), max_text_chars=settings.max_text_chars, voice_sources=[voices]
+    )
+    return Studio(settings, engine, voices, service)
 
 
 def start_engine(studio: Studio) -> None:
@@ -66,9 +72,12 @@ def start_engine(studio: Studio) -> None:
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="XTTS Studio", analytics_enabled=False) as demo:
         gr.Markdown("# XTTS Studio")
+        library_changed = gr.State(0)
         with gr.Tabs():
             with gr.Tab("Text to speech", id="tts"):
-                tts_tab.build(demo, studio.tts)
+                tts_tab.build(demo, studio.tts, library_changed)
+            with gr.Tab("Voice cloning", id="voices"):
+                voices_tab.build(demo, studio.voices, studio.tts, library_changed)
     return demo
 
 
@@ -87,6 +96,7 @@ def launch(studio: Studio, demo: gr.Blocks) -> None:
         auth=settings.auth,
         share=settings.share,
         allowed_paths=[str(settings.outputs_dir), str(settings.voices_dir)],
+        max_file_size="1gb",
         theme=THEME,
         show_error=True,
     )

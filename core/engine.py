@@ -35,10 +35,15 @@ _PAUSE_SECONDS = 0.12  # silence between synthesised chunks
 
 @dataclass(frozen=True)
 class VoiceSpec:
-    """What to speak with: a built-in speaker of the model, or reference clips."""
+    """What to speak with: a built-in speaker of the model, or reference clips.
+
+    ``latents_dir`` is where a library voice keeps its own latents (one file per model);
+    without it, latents go to the shared cache.
+    """
 
     speaker: str | None = None
     clips: tuple[Path, ...] = ()
+    latents_dir: Path | None = None
 
     def label(self) -> str:
         return self.speaker or ", ".join(p.name for p in self.clips)
@@ -220,14 +225,14 @@ class XTTSEngine:
                 raise InvalidInput(f"The reference clip {clip} does not exist.")
         settings = self._encoding_settings()
         key = cache_key(self.model_id or "", voice.clips, settings)
-        cached = self.latents.get(self.model_id or "", key)
+        cached = self.latents.get(self.model_id or "", key, voice.latents_dir)
         if cached is not None:
             return cached
         with self._lock, self._oom_guard("encoding the voice"):
             latent, embedding = model.get_conditioning_latents(audio_path=[str(c) for c in voice.clips], **settings)
             self.encode_count += 1
         found = Conditioning(latent.cpu(), embedding.cpu())
-        self.latents.put(self.model_id or "", key, found)
+        self.latents.put(self.model_id or "", key, found, voice.latents_dir)
         return found
 
     # ---- synthesis -----------------------------------------------------------------------

@@ -65,3 +65,25 @@ def normalize_language(code: str | None, *, supported: list[str] | None = None) 
 def choices() -> list[tuple[str, str]]:
     """(label, code) pairs for a dropdown."""
     return [(f"{name} ({code})", code) for code, name in LANGUAGES.items()]
+
+
+# A short sentence per language for voice previews.
+PREVIEW_SENTENCES: dict[str, str] = {
+    "en": "Hello! This is how my new voice sounds.",
+    "es": "¡Hola! Así suena mi nueva voz.",
+    "fr": "Bonjour ! Voici comment sonne ma nouvelle voix.",
+    "de": "Hallo! So klingt meine neue Stimme.",
+    "it": "Ciao! Ecco come suona la mia nuova voce.",
+    "pt": "Olá! É assim que soa a minha nova voz.",
+    "pl": "Cześć! Tak brzmi mój nowy głos.",
+    "tr": "Merhaba! Yeni sesim böyle duyuluyor.",
+    "ru": "Привет! Вот как звучит мой новый голос.",
+    "nl": "Hallo! Zo klinkt mijn nieuwe stem.",
+    "cs": "Ahoj! Takhle zní můj nový hlas.",
+    "ar": "مرحبا! هكذا يبدو صوتي الجديد.",
+    "zh-cn": "你好！这就是我的新声音。",
+    "hu": "Szia! Így szól az új hangom.",
+    "ko": "안녕하세요! 제 새 목소리는 이렇게 들립니다.",
+    "ja": "こんにちは！これが私の新しい声です。",
+    "hi": "नमस्ते! मेरी नई आवाज़ ऐसी सुनाई देती है।",
+}

@@ -58,19 +58,26 @@ class LatentCache:
         self._memory: OrderedDict[str, Conditioning] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _path(self, model_id: str, key: str) -> Path:
-        return self.root / model_id / f"{key}.pt"
+    def path_for(self, model_id: str, key: str, directory: Path | None = None) -> Path:
+        """``directory/<model_id>.pt`` for a voice that keeps its own latents, else the shared cache."""
+        return directory / f"{model_id}.pt" if directory is not None else self.root / model_id / f"{key}.pt"
 
-    def get(self, model_id: str, key: str) -> Conditioning | None:
+    def get(self, model_id: str, key: str, directory: Path | None = None) -> Conditioning | None:
+        path = self.path_for(model_id, key, directory)
         with self._lock:
-            if key in self._memory:
+            remembered = self._memory.get(key)
+            if remembered is not None:
                 self._memory.move_to_end(key)
-                return self._memory[key]
-        path = self._path(model_id, key)
+        if remembered is not None:
+            if not path.is_file():  # a voice folder that lacks its copy (a new voice with known clips)
+                self._write(path, model_id, key, remembered)
+            return remembered
         if not path.is_file():
             return None
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
+            if data.get("key") != key:  # the clips changed since these latents were made
+                return None
             found = Conditioning(data["gpt_cond_latent"], data["speaker_embedding"])
         except Exception as exc:  # a damaged cache file is recomputed, not fatal
             log.warning("ignoring unreadable latent cache %s: %s", path, exc)
@@ -78,15 +85,23 @@ class LatentCache:
         self._remember(key, found)
         return found
 
-    def put(self, model_id: str, key: str, value: Conditioning) -> None:
+    def put(self, model_id: str, key: str, value: Conditioning, directory: Path | None = None) -> None:
         self._remember(key, value)
+        self._write(self.path_for(model_id, key, directory), model_id, key, value)
+
+    def _write(self, path: Path, model_id: str, key: str, value: Conditioning) -> None:
         buffer = io.BytesIO()
         torch.save(
-            {"gpt_cond_latent": value.gpt_cond_latent.cpu(), "speaker_embedding": value.speaker_embedding.cpu()},
+            {
+                "key": key,
+                "model_id": model_id,
+                "gpt_cond_latent": value.gpt_cond_latent.cpu(),
+                "speaker_embedding": value.speaker_embedding.cpu(),
+            },
             buffer,
         )
         try:
-            atomic.write_bytes(self._path(model_id, key), buffer.getvalue())
+            atomic.write_bytes(path, buffer.getvalue())
         except Exception as exc:  # the memory copy still serves this process
             log.warning("could not write latent cache for %s: %s", key, exc)
 

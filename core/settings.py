@@ -49,6 +49,15 @@ class Settings:
     def tts_outputs_dir(self) -> Path:
         return self.outputs_dir / "tts"
 
+    @property
+    def exports_dir(self) -> Path:
+        return self.outputs_dir / "exports"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for previews and checks; old entries are tidied by their owners."""
+        return self.outputs_dir / ".work"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -29,8 +29,11 @@ def _counter(text: str | None, limit: int) -> str:
     return f"{count:,} / {limit:,} characters{flag}"
 
 
-def build(demo: gr.Blocks, service: TTSService) -> None:
-    """Build the tab inside ``demo``'s current context and wire its events."""
+def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State) -> None:
+    """Build the tab inside ``demo``'s current context and wire its events.
+
+    ``library_changed`` changes whenever the voice library does; the voice list follows it.
+    """
     limit = service.max_text_chars
     switches = StopSwitches()
     defaults = PROFILES[DEFAULT_PROFILE]
@@ -51,6 +54,7 @@ def build(demo: gr.Blocks, service: TTSService) -> None:
                     info="Built-in speakers and cloned voices; empty = the model's first speaker.",
                     allow_custom_value=True,
                     filterable=True,
+                    elem_id="tts-voice",
                 )
                 refresh_voices = gr.Button("↻", scale=0, min_width=40)
             profile = gr.Radio(choices=list(PROFILES), value=DEFAULT_PROFILE, label="Quality profile")
@@ -220,10 +224,6 @@ def build(demo: gr.Blocks, service: TTSService) -> None:
     profile.change(apply_profile, profile, sliders, api_visibility="private", queue=False)
     refresh_voices.click(refresh, voice, [status, voice], api_visibility="private")
 
-    def list_voices() -> list[str]:
-        """Every voice `synthesize` accepts: cloned voices first, then the model's built-in speakers."""
-        return service.voices()
-
     def model_status() -> dict[str, object]:
         """Whether XTTS is loaded, from where, on which device, or what is missing."""
         state = service.engine.status()
@@ -235,7 +235,7 @@ def build(demo: gr.Blocks, service: TTSService) -> None:
             "message": state.message,
         }
 
-    gr.api(list_voices, api_name="list_voices")
+    library_changed.change(refresh, voice, [status, voice], api_visibility="private")
     gr.api(model_status, api_name="model_status")
     generating = generate.click(
         synthesize, inputs, audio, api_name="synthesize", concurrency_id=GPU, concurrency_limit=1

@@ -75,7 +75,8 @@ def test_history_and_voices(client: Client) -> None:
     table = client.predict(api_name="/tts_history")
     assert table["headers"] == ["Created", "Voice", "Language", "Text", "Seconds"]
     assert table["data"][0][3] == "For the history."
-    assert client.predict(api_name="/list_voices") == ["Claribel Dervla", "Daisy Studious", "Andrew Chipper"]
+    builtins = [v["name"] for v in client.predict(api_name="/list_voices") if v["kind"] == "builtin"]
+    assert builtins == ["Claribel Dervla", "Daisy Studious", "Andrew Chipper"]
     status = client.predict(api_name="/model_status")
     assert status["loaded"] is True and status["device"] == "cpu" and "XTTS loaded" in status["message"]
 
@@ -92,3 +93,29 @@ def test_without_model_and_hub_the_app_starts_and_says_what_is_missing(tmp_path:
             client.predict(text="Hello", language="en", api_name="/synthesize")
         assert str(folder) in str(err.value) and "speakers_xtts.pth" in str(err.value)
         assert "Traceback" not in str(err.value)
+
+
+def test_clone_list_speak_and_delete_a_voice(client: Client, live_app: dict, tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    from tests.conftest import speak
+
+    clip = speak("The quick brown fox jumps over the lazy dog. Pack my box with five dozen jugs.", tmp_path / "ref.wav")
+    info, preview = client.predict(
+        name="API Voice", clips=[handle_file(str(clip))], language="en", description="via api", api_name="/clone_voice"
+    )
+    assert info["name"] == "API Voice" and info["kind"] == "cloned" and info["clips"] == 1
+    assert sf.info(preview).samplerate == 24000
+    listed = client.predict(api_name="/list_voices")
+    assert listed[0]["name"] == "API Voice" and {"name": "Claribel Dervla", "kind": "builtin"} in listed
+
+    path = client.predict(text="Now in my cloned voice.", language="en", voice="API Voice", api_name="/synthesize")
+    assert sf.info(path).samplerate == 24000
+
+    with pytest.raises(AppError, match="Tick the confirmation box"):
+        client.predict(name="API Voice", confirm=False, api_name="/delete_voice")
+    client.predict(name="API Voice", confirm=True, api_name="/delete_voice")
+    assert all(v["name"] != "API Voice" for v in client.predict(api_name="/list_voices"))
+    with pytest.raises(AppError, match="may not contain slashes"):
+        client.predict(name="../../etc", clips=[handle_file(str(clip))], api_name="/clone_voice")
+    assert not (Path(live_app["data"]) / "etc").exists()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -68,3 +70,31 @@ def test_profile_sets_the_sliders(page: Page) -> None:
     page.get_by_label("high quality").check()
     temperature = page.get_by_label("number input for Temperature")
     page.wait_for_function("el => el.value === '0.65'", arg=temperature.element_handle())
+
+
+def test_clone_a_voice_then_speak_with_it(page: Page, live_app: dict, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.conftest import speak
+
+    clip = speak(
+        "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
+        tmp_path_factory.mktemp("clone") / "my_reference.wav",
+    )
+    page.get_by_role("tab", name="Voice cloning").click()
+    page.locator("#clone-files input[type=file]").set_input_files(str(clip))
+    page.get_by_role("button", name="Check clips").click()
+    page.locator("#clone-report").get_by_text("my_reference.wav").filter(visible=True).first.wait_for()
+    page.locator("#clone-name textarea, #clone-name input").first.fill("Browser Fox")
+    page.get_by_role("button", name="Create voice").click()
+    page.locator("#clone-preview a[data-testid='download-link']").wait_for()
+    page.locator("#voice-table").get_by_text("Browser Fox").filter(visible=True).first.wait_for()
+
+    page.get_by_role("tab", name="Text to speech").click()
+    page.locator("#tts-voice input").click()
+    page.get_by_role("option", name="Browser Fox").click()
+    page.get_by_label("Text", exact=True).fill("Speaking in the voice I just cloned.")
+    page.get_by_role("button", name="Generate").click()
+    page.locator("#tts-history").get_by_text("Speaking in the voice I just cloned.").filter(
+        visible=True
+    ).first.wait_for()
+    sidecars = [json.loads(p.read_text()) for p in Path(live_app["data"], "outputs", "tts").rglob("*.json")]
+    assert any(m["voice"] == "Browser Fox" and m["text"] == "Speaking in the voice I just cloned." for m in sidecars)

@@ -1,0 +1,85 @@
+"""Checks for voice-cloning reference clips, each failure saying what is wrong with which clip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.audio import XTTS_REFERENCE_RATE, ClipStats, analyse, decode, prepare_reference
+from core.errors import InvalidInput
+
+MIN_SPEECH_S = 3.0
+MAX_TOTAL_S = 300.0
+MIN_SAMPLE_RATE = 16000
+MAX_SILENCE_RATIO = 0.8
+MAX_CLIPPED_RATIO = 0.001
+
+
+@dataclass
+class CheckedClip:
+    """One uploaded clip: its measurements, the prepared audio, and what is wrong with it."""
+
+    source: Path
+    stats: ClipStats | None
+    prepared: np.ndarray | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def prepared_seconds(self) -> float:
+        return 0.0 if self.prepared is None else len(self.prepared) / XTTS_REFERENCE_RATE
+
+
+def check_clip(path: Path, *, display_name: str | None = None) -> CheckedClip:
+    name = display_name or path.name
+    try:
+        decoded = decode(path)
+    except InvalidInput as exc:
+        return CheckedClip(path, None, None, [str(exc)])
+    stats = analyse(decoded)
+    problems: list[str] = []
+    if stats.sample_rate < MIN_SAMPLE_RATE:
+        problems.append(
+            f"{name}: the sample rate is {stats.sample_rate} Hz; at least {MIN_SAMPLE_RATE} Hz is needed "
+            "(phone-quality audio makes a muffled voice)."
+        )
+    if stats.silence_ratio > MAX_SILENCE_RATIO or stats.speech_s < 0.5:
+        problems.append(
+            f"{name}: the clip is mostly silence ({stats.silence_ratio:.0%} silent, {stats.speech_s:.1f} s of speech)."
+        )
+    if stats.clipped_ratio > MAX_CLIPPED_RATIO:
+        problems.append(
+            f"{name}: the audio is clipped ({stats.clipped_ratio:.2%} of samples at full scale); "
+            "record it again at a lower level."
+        )
+    prepared = prepare_reference(decoded) if not problems else None
+    return CheckedClip(path, stats, prepared, problems)
+
+
+def check_clips(paths: Sequence[Path], *, names: Sequence[str] | None = None) -> list[CheckedClip]:
+    if not paths:
+        raise InvalidInput("Add at least one reference clip (upload a file or record one).")
+    return [check_clip(p, display_name=names[i] if names else None) for i, p in enumerate(paths)]
+
+
+def require_usable(clips: Sequence[CheckedClip]) -> None:
+    """Raise one :class:`InvalidInput` listing every problem, including the totals."""
+    problems = [p for clip in clips for p in clip.problems]
+    usable = [c for c in clips if c.ok and c.stats is not None]
+    speech = sum(c.stats.speech_s for c in usable)  # type: ignore[union-attr]
+    total = sum(c.stats.duration_s for c in clips if c.stats is not None)
+    if not problems and speech < MIN_SPEECH_S:
+        problems.append(
+            f"Too short: {speech:.1f} s of speech in total; at least {MIN_SPEECH_S:.0f} s is needed "
+            "(6 to 30 s of clean speech works best)."
+        )
+    if total > MAX_TOTAL_S:
+        problems.append(f"Too long: {total / 60:.1f} minutes in total; at most {MAX_TOTAL_S / 60:.0f} minutes.")
+    if problems:
+        raise InvalidInput("The reference audio cannot be used:\n- " + "\n- ".join(problems))
