@@ -1,43 +1,54 @@
-"""XTTS Studio: parse settings, build the shared core objects, build the tabs, launch.
+"""XTTS Studio: parse settings, build the shared core objects, build the tabs, serve.
 
-Nothing happens at import time; ``python webui.py --help`` lists every setting.
+One process serves the Gradio UI, its API, the OpenAI-compatible speech API, /health
+and /metrics, all on one port and one resident engine. Nothing happens at import
+time; ``python webui.py --help`` lists every setting.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import gradio as gr
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
 
+from core.admission import AdmissionGate
+from core.auth import Authenticator
 from core.engine import XTTSEngine
 from core.errors import StudioError
+from core.http_api import HttpContext, build_router, gpu_memory, is_authenticated
+from core.logs import configure_logging, request_id
+from core.metrics import RequestTracker, StudioMetrics
 from core.outputs import OutputStore
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
 from core.voices import VoiceLibrary
 from tabs import tts as tts_tab
 from tabs import voices as voices_tab
+from tabs.common import THEME
 
 log = logging.getLogger("xtts_studio")
 
-THEME = gr.themes.Soft(
-    font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
-    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
-)
-GPU_QUEUE_SIZE = 64
+GRADIO_QUEUE_SIZE = 64
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
 class Studio:
-    """The process-wide objects every tab shares."""
+    """The process-wide objects every tab and route shares."""
 
     settings: Settings
     engine: XTTSEngine
     voices: VoiceLibrary
     tts: TTSService
+    tracker: RequestTracker
+    auth: Authenticator
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -47,12 +58,16 @@ def create_studio(settings: Settings) -> Studio:
         model_dir=settings.model_dir,
         default_model_dir=settings.default_model_dir,
         hub_url=settings.hub_url,
+        zerogpu=settings.zerogpu,
     )
     voices = VoiceLibrary(settings.voices_dir, export_dir=settings.exports_dir / "voices", work_dir=settings.work_dir)
     service = TTSService(
         engine, OutputStore(settings.tts_outputs_dir), max_text_chars=settings.max_text_chars, voice_sources=[voices]
     )
-    return Studio(settings, engine, voices, service)
+    gate = AdmissionGate(settings.max_queue)
+    tracker = RequestTracker(gate, StudioMetrics(queue_depth=lambda: gate.depth, gpu_memory=gpu_memory))
+    users = dict([settings.auth]) if settings.auth else {}
+    return Studio(settings, engine, voices, service, tracker, Authenticator(users=users, api_keys=settings.api_keys))
 
 
 def start_engine(studio: Studio) -> None:
@@ -71,30 +86,51 @@ def start_engine(studio: Studio) -> None:
 
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="XTTS Studio", analytics_enabled=False) as demo:
-        gr.Markdown("# XTTS Studio")
+        with gr.Row():
+            gr.Markdown("# XTTS Studio")
+            if studio.auth.enabled:
+                gr.Button("Sign out", link="logout", size="sm", scale=0, min_width=100)
         library_changed = gr.State(0)
         with gr.Tabs():
             with gr.Tab("Text to speech", id="tts"):
-                tts_tab.build(demo, studio.tts, library_changed)
+                tts_tab.build(demo, studio.tts, library_changed, studio.tracker)
             with gr.Tab("Voice cloning", id="voices"):
-                voices_tab.build(demo, studio.voices, studio.tts, library_changed)
+                voices_tab.build(demo, studio.voices, studio.tts, library_changed, studio.tracker)
     return demo
 
 
-def launch(studio: Studio, demo: gr.Blocks) -> None:
-    settings = studio.settings
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.auth is None:
-        log.warning(
-            "Listening on %s without --auth: anyone on the network can use this studio. Add --auth USER:PASSWORD.",
-            settings.host,
-        )
-    for folder in (settings.outputs_dir, settings.voices_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    demo.queue(max_size=GPU_QUEUE_SIZE, default_concurrency_limit=4).launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        auth=settings.auth,
-        share=settings.share,
+def build_http_app(studio: Studio, demo: gr.Blocks) -> FastAPI:
+    """The FastAPI app: our routes first, then the Gradio UI mounted at the root."""
+    settings, auth = studio.settings, studio.auth
+    app = FastAPI(title="XTTS Studio", docs_url=None, redoc_url=None, openapi_url=None)
+    context = HttpContext(
+        service=studio.tts,
+        voices=studio.voices,
+        tracker=studio.tracker,
+        auth=auth,
+        voice_map=dict(settings.voice_map),
+        secure_cookies=settings.tls_cert is not None,
+    )
+    app.include_router(build_router(context))
+
+    @app.middleware("http")
+    async def request_ids_and_login(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        token = request_id.set(request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:12])
+        try:
+            if auth.enabled and request.url.path == "/" and is_authenticated(request, auth) is None:
+                return RedirectResponse("login", status_code=303)
+            response = await call_next(request)
+            response.headers["X-Request-ID"] = request_id.get()
+            return response
+        finally:
+            request_id.reset(token)
+
+    demo.queue(max_size=GRADIO_QUEUE_SIZE, default_concurrency_limit=4)
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path="/",
+        auth_dependency=(lambda request: is_authenticated(request, auth)) if auth.enabled else None,
         allowed_paths=[str(settings.outputs_dir), str(settings.voices_dir)],
         max_file_size="1gb",
         theme=THEME,
@@ -102,16 +138,61 @@ def launch(studio: Studio, demo: gr.Blocks) -> None:
     )
 
 
+def warn_if_exposed(settings: Settings) -> None:
+    if settings.host in LOOPBACK or settings.auth_enabled:
+        return
+    banner = "!" * 78
+    log.warning(
+        "\n%s\n  Listening on %s with NO authentication: anyone who can reach this port can\n"
+        "  use the studio and its API. Add --auth USER:PASSWORD and/or --api-key KEY.\n%s",
+        banner,
+        settings.host,
+        banner,
+    )
+
+
+def serve(studio: Studio, demo: gr.Blocks) -> None:
+    settings = studio.settings
+    for folder in (settings.outputs_dir, settings.voices_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    warn_if_exposed(settings)
+    if settings.share:
+        log.warning("--share serves the UI through a Gradio share link; /v1, /health and /metrics stay local.")
+        demo.queue(max_size=GRADIO_QUEUE_SIZE, default_concurrency_limit=4).launch(
+            server_name=settings.host, server_port=settings.port, share=True, theme=THEME,
+            auth=settings.auth, allowed_paths=[str(settings.outputs_dir), str(settings.voices_dir)],
+        )  # fmt: skip
+        return
+    app = build_http_app(studio, demo)
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("XTTS Studio at %s://%s:%d/", scheme, settings.host, settings.port)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level="warning",
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    except StudioError as exc:
+        configure_logging()
+        log.error("%s", exc)
+        return 2
+    configure_logging(settings.log_format)  # before fairseq & co. can reconfigure the root logger
+    try:
         studio = create_studio(settings)
     except StudioError as exc:
         log.error("%s", exc)
         return 2
     start_engine(studio)
-    launch(studio, build_app(studio))
+    serve(studio, build_app(studio))
     return 0
 
 

@@ -30,7 +30,7 @@ from core.profiles import SynthesisParams
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
-_PAUSE_SECONDS = 0.12  # silence between synthesised chunks
+PAUSE_SECONDS = 0.12  # silence between synthesised chunks
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ class EngineStatus:
     message: str
 
 
+def _zerogpu(fn: Callable[..., Any]) -> Callable[..., Any]:
+    import spaces
+
+    return spaces.GPU(fn)
+
+
 def _model_identity(folder: Path) -> str:
     """A short id that changes when the checkpoint files change (without hashing GBs)."""
     digest = hashlib.sha256(str(folder.resolve()).encode())
@@ -78,6 +84,7 @@ class XTTSEngine:
         model_dir: Path | None = None,
         default_model_dir: Path | None = None,
         hub_url: str = "https://huggingface.co",
+        zerogpu: bool = False,
     ) -> None:
         if model_dir is None and default_model_dir is None:
             raise ValueError("give model_dir or default_model_dir")
@@ -93,6 +100,12 @@ class XTTSEngine:
         self.latents = LatentCache(latents_dir)
         self.load_count = 0
         self.encode_count = 0
+        # On Hugging Face ZeroGPU hardware a GPU is attached only inside functions wrapped
+        # by the `spaces` package; elsewhere these are the plain methods.
+        on_gpu = _zerogpu if zerogpu else (lambda fn: fn)
+        self._infer = on_gpu(self._infer_chunk)
+        self._infer_stream = on_gpu(self._stream_chunk)
+        self._encode = on_gpu(self._encode_clips)
 
     # ---- loading -------------------------------------------------------------------------
     @property
@@ -272,9 +285,9 @@ class XTTSEngine:
 
         ``should_stop`` is asked before each chunk; when it answers True, :class:`Cancelled` is raised.
         """
-        model = self._require_model()
+        self._require_model()
         self._check_language(language)
-        pause = np.zeros(int(SAMPLE_RATE * _PAUSE_SECONDS), dtype=np.float32)
+        pause = np.zeros(int(SAMPLE_RATE * PAUSE_SECONDS), dtype=np.float32)
         pieces: list[np.ndarray] = []
         with self._lock, self._oom_guard("synthesising"):
             if seed is not None:
@@ -282,13 +295,7 @@ class XTTSEngine:
             for index, chunk in enumerate(chunks):
                 if should_stop is not None and should_stop():
                     raise Cancelled(f"Stopped after {index} of {len(chunks)} chunks; nothing was saved.")
-                out = model.inference(
-                    chunk,
-                    language,
-                    conditioning.gpt_cond_latent,
-                    conditioning.speaker_embedding,
-                    **params.generation_kwargs(),
-                )
+                out = self._infer(chunk, language, conditioning, params)
                 if pieces:
                     pieces.append(pause)
                 pieces.append(np.asarray(out["wav"], dtype=np.float32))
@@ -315,7 +322,7 @@ class XTTSEngine:
         ``should_stop`` is asked before each piece; when it answers True the
         stream raises :class:`Cancelled`.
         """
-        model = self._require_model()
+        self._require_model()
         self._check_language(language)
         pieces: queue.Queue[object] = queue.Queue()
         stop = threading.Event()
@@ -328,15 +335,8 @@ class XTTSEngine:
                         torch.manual_seed(seed)
                     for index, chunk in enumerate(chunks):
                         if index:
-                            pieces.put(np.zeros(int(SAMPLE_RATE * _PAUSE_SECONDS), dtype=np.float32))
-                        for wav in model.inference_stream(
-                            chunk,
-                            language,
-                            conditioning.gpt_cond_latent,
-                            conditioning.speaker_embedding,
-                            stream_chunk_size=stream_chunk_tokens,
-                            **params.generation_kwargs(),
-                        ):
+                            pieces.put(np.zeros(int(SAMPLE_RATE * PAUSE_SECONDS), dtype=np.float32))
+                        for wav in self._infer_stream(chunk, language, conditioning, params, stream_chunk_tokens):
                             if stop.is_set():
                                 return
                             if should_stop is not None and should_stop():
@@ -359,6 +359,31 @@ class XTTSEngine:
                 yield item  # type: ignore[misc]
         finally:
             stop.set()
+
+    # ---- the calls that run on the GPU (wrapped for ZeroGPU) ------------------------------
+    def _infer_chunk(self, chunk: str, language: str, conditioning: Conditioning, params: SynthesisParams) -> Any:
+        return self._model.inference(
+            chunk,
+            language,
+            conditioning.gpt_cond_latent,
+            conditioning.speaker_embedding,
+            **params.generation_kwargs(),
+        )
+
+    def _stream_chunk(
+        self, chunk: str, language: str, conditioning: Conditioning, params: SynthesisParams, tokens: int
+    ) -> Iterator[torch.Tensor]:
+        yield from self._model.inference_stream(
+            chunk,
+            language,
+            conditioning.gpt_cond_latent,
+            conditioning.speaker_embedding,
+            stream_chunk_size=tokens,
+            **params.generation_kwargs(),
+        )
+
+    def _encode_clips(self, clips: list[str], settings: dict[str, object]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._model.get_conditioning_latents(audio_path=clips, **settings)
 
     def warm_up(self) -> float:
         """One short synthesis so the first real request does not pay for lazy initialisation."""

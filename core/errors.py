@@ -15,6 +15,10 @@ class InvalidInput(StudioError):
     """The request itself is wrong (empty text, unknown voice, bad name...)."""
 
 
+class UnknownVoice(InvalidInput):
+    """The request names a voice that does not exist."""
+
+
 class ModelUnavailable(StudioError):
     """Model files are missing and could not be fetched."""
 
@@ -25,3 +29,7 @@ class OutOfMemory(StudioError):
 
 class Cancelled(StudioError):
     """The user stopped the work; whatever was finished is kept."""
+
+
+class Busy(StudioError):
+    """Too many requests are already waiting for the GPU; try again shortly."""

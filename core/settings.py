@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import InvalidInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "XTTS_STUDIO_"
+SPACES_STORAGE = Path("/data")  # where Hugging Face Spaces mounts persistent storage
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -30,11 +31,22 @@ class Settings:
     outputs_dir: Path = PROJECT_ROOT / "outputs"
     voices_dir: Path = PROJECT_ROOT / "models" / "voices"
     model_dir: Path | None = None
-    auth: tuple[str, str] | None = None
+    auth: tuple[str, str] | None = field(default=None, repr=False)
     share: bool = False
     max_text_chars: int = 5000
     warmup: bool = True
     hub_url: str = "https://huggingface.co"
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_queue: int = 32
+    log_format: str = "text"
+    voice_map: tuple[tuple[str, str], ...] = ()
+    zerogpu: bool = False
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth is not None or bool(self.api_keys)
 
     @property
     def default_model_dir(self) -> Path:
@@ -81,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
         "--no-warmup", dest="warmup", action="store_false", default=None, help="skip the warm-up synthesis at start"
     )
     p.add_argument("--hub-url", help="Hugging Face endpoint to download models from (default https://huggingface.co)")
+    p.add_argument("--api-key", action="append", help="accept this key as 'Authorization: Bearer KEY' (repeatable)")
+    p.add_argument("--api-keys-file", help="file with one API key per line (# comments allowed)")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM); needs --tls-key")
+    p.add_argument("--tls-key", help="private key (PEM) for --tls-cert")
+    p.add_argument(
+        "--max-queue", type=int, help="requests that may wait for the GPU before new ones get 503 (default 32)"
+    )
+    p.add_argument(
+        "--log-format", choices=["text", "json"], help="log as text (default) or JSON lines with request ids"
+    )
+    p.add_argument(
+        "--voice-map",
+        help="OpenAI voice names to studio voices, e.g. 'alloy=Narrator,echo=Daisy Studious' (others: built-in speakers)",
+    )
     return p
 
 
@@ -89,18 +115,59 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
+def _platform_defaults(env: Mapping[str, str]) -> dict[str, object]:
+    """Host, port and storage that hosting platforms hand over in their own variables.
+
+    Hugging Face Spaces sets GRADIO_SERVER_NAME/PORT and mounts persistent storage at /data;
+    many container hosts set PORT.
+    """
+    found: dict[str, object] = {}
+    if env.get("GRADIO_SERVER_NAME"):
+        found["host"] = env["GRADIO_SERVER_NAME"]
+    port = env.get("GRADIO_SERVER_PORT") or env.get("PORT")
+    if port:
+        found["port"] = port
+    if env.get("SPACE_ID") and SPACES_STORAGE.is_dir() and os.access(SPACES_STORAGE, os.W_OK):
+        found["models-dir"] = SPACES_STORAGE / "models"
+        found["outputs-dir"] = SPACES_STORAGE / "outputs"
+    return found
+
+
+def _read_keys(path: str) -> list[str]:
+    try:
+        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidInput(f"Could not read the API keys file {path}: {exc.strerror}.") from None
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _voice_map(raw: str | None) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        alias, sep, voice = item.partition("=")
+        if not sep or not alias.strip() or not voice.strip():
+            raise InvalidInput(f"--voice-map entries look like alloy=VOICE; got '{item.strip()}'.")
+        pairs.append((alias.strip().lower(), voice.strip()))
+    return tuple(pairs)
+
+
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``argv`` (default: none) and ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
     args = _parser().parse_args(list(argv or []))
     defaults = Settings()
+    platform = _platform_defaults(env)
 
     def pick(flag: str, default: object) -> object:
         cli = getattr(args, flag.replace("-", "_"))
         if cli is not None:
             return cli
         from_env = _env(env, flag)
-        return from_env if from_env is not None else default
+        if from_env is not None:
+            return from_env
+        return platform.get(flag, default)
 
     def as_bool(value: object) -> bool:
         return value if isinstance(value, bool) else str(value).strip().lower() in _TRUE
@@ -127,6 +194,27 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     max_chars = as_int("max-text-chars", pick("max-text-chars", defaults.max_text_chars))
     if max_chars < 1:
         raise InvalidInput("--max-text-chars must be at least 1.")
+    max_queue = as_int("max-queue", pick("max-queue", defaults.max_queue))
+    if max_queue < 1:
+        raise InvalidInput("--max-queue must be at least 1.")
+    keys = list(args.api_key or [])
+    env_keys = _env(env, "api-keys")
+    if env_keys and not keys:
+        keys = [k.strip() for k in env_keys.split(",") if k.strip()]
+    keys_file = pick("api-keys-file", None)
+    if keys_file:
+        keys += _read_keys(str(keys_file))
+    if any(len(k) < 8 for k in keys):
+        raise InvalidInput("API keys must be at least 8 characters long.")
+    tls_cert, tls_key = pick("tls-cert", None), pick("tls-key", None)
+    if bool(tls_cert) != bool(tls_key):
+        raise InvalidInput("--tls-cert and --tls-key go together; give both or neither.")
+    for tls_file in (tls_cert, tls_key):
+        if tls_file and not Path(str(tls_file)).expanduser().is_file():
+            raise InvalidInput(f"The TLS file {tls_file} does not exist.")
+    log_format = str(pick("log-format", defaults.log_format))
+    if log_format not in ("text", "json"):
+        raise InvalidInput("--log-format must be text or json.")
     return Settings(
         host=str(pick("host", defaults.host)),
         port=port,
@@ -140,6 +228,13 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         max_text_chars=max_chars,
         warmup=as_bool(pick("warmup", defaults.warmup)) and not as_bool(_env(env, "no-warmup") or False),
         hub_url=str(pick("hub-url", defaults.hub_url)).rstrip("/"),
+        api_keys=tuple(dict.fromkeys(keys)),
+        tls_cert=Path(str(tls_cert)).expanduser().resolve() if tls_cert else None,
+        tls_key=Path(str(tls_key)).expanduser().resolve() if tls_key else None,
+        max_queue=max_queue,
+        log_format=log_format,
+        voice_map=_voice_map(pick("voice-map", None)),  # type: ignore[arg-type]
+        zerogpu=as_bool(env.get("SPACES_ZERO_GPU", False)),
     )
 
 

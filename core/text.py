@@ -112,11 +112,14 @@ def _fit(sentence: str, limit: int, language: str) -> list[str]:
     return pieces
 
 
-def split_for_synthesis(text: str, language: str, *, target_chars: int | None = None) -> list[str]:
+def split_for_synthesis(
+    text: str, language: str, *, target_chars: int | None = None, first_alone: bool = False
+) -> list[str]:
     """Chunks to synthesise one by one, each within the language's limit.
 
     ``target_chars`` packs short sentences together up to that length; it is
-    capped at the language's limit.
+    capped at the language's limit. ``first_alone`` keeps the first sentence in a
+    chunk of its own, so a stream can start playing as soon as it is spoken.
     """
     limit = CHAR_LIMITS.get(language, 200)
     target = min(target_chars or limit, limit)
@@ -124,7 +127,8 @@ def split_for_synthesis(text: str, language: str, *, target_chars: int | None = 
     for sentence in split_sentences(text, language):
         for piece in _fit(sentence, limit, language):
             joiner = "" if language in _CJK else " "
-            if chunks and len(chunks[-1]) + len(joiner) + len(piece) <= target:
+            packable = chunks and not (first_alone and len(chunks) == 1)
+            if packable and len(chunks[-1]) + len(joiner) + len(piece) <= target:
                 chunks[-1] = f"{chunks[-1]}{joiner}{piece}"
             else:
                 chunks.append(piece)

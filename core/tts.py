@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
 from core.engine import SAMPLE_RATE, VoiceSpec, XTTSEngine
-from core.errors import InvalidInput
+from core.errors import InvalidInput, UnknownVoice
 from core.languages import normalize_language
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
@@ -38,6 +38,7 @@ class TTSRequest:
     profile: str = DEFAULT_PROFILE
     overrides: dict[str, float | int | None] = field(default_factory=dict)
     seed: int | None = None
+    streaming: bool = False  # the first sentence gets a chunk of its own, for a quick start
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class TTSService:
         if wanted in self.engine.speakers():
             return wanted, VoiceSpec(speaker=wanted)
         shown = ", ".join(self.voices()[:12]) or "none"
-        raise InvalidInput(f"Unknown voice '{wanted}'. Available voices include: {shown}.")
+        raise UnknownVoice(f"Unknown voice '{wanted}'. Available voices include: {shown}.")
 
     def prepare(self, request: TTSRequest, progress: ProgressCallback | None = None) -> PreparedRequest:
         """Check everything cheap first, then load the model (downloading it if needed)."""
@@ -128,7 +129,7 @@ class TTSService:
         self.engine.ensure_loaded(progress)
         language = normalize_language(language, supported=self.engine.languages())
         voice, spec = self._resolve_voice(request.voice)
-        chunks = split_for_synthesis(text, language, target_chars=params.chunk_chars)
+        chunks = split_for_synthesis(text, language, target_chars=params.chunk_chars, first_alone=request.streaming)
         status = self.engine.status()
         return PreparedRequest(
             text=text,
@@ -175,7 +176,7 @@ class TTSService:
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[StreamPiece]:
         """Yield audio as it is made, then a final piece with the saved file."""
-        prepared = self.prepare(request, progress)
+        prepared = self.prepare(replace(request, streaming=True), progress)
         conditioning = self.engine.conditioning(prepared.spec)
         collected: list[np.ndarray] = []
         for audio in self.engine.stream(

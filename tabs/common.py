@@ -18,6 +18,10 @@ from core.model_files import ProgressCallback
 log = logging.getLogger(__name__)
 
 GPU = "gpu"  # concurrency_id shared by every event that uses the model
+THEME = gr.themes.Soft(
+    font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from core import languages
 from core.engine import SAMPLE_RATE
+from core.metrics import RequestTracker
 from core.profiles import DEFAULT_PROFILE, PROFILES, RANGES, SynthesisParams
 from core.tts import TTSRequest, TTSService, history_rows
 from tabs.common import GPU, StopSwitches, progress_callback, ui_errors
@@ -29,10 +30,11 @@ def _counter(text: str | None, limit: int) -> str:
     return f"{count:,} / {limit:,} characters{flag}"
 
 
-def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State) -> None:
+def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, tracker: RequestTracker) -> None:
     """Build the tab inside ``demo``'s current context and wire its events.
 
     ``library_changed`` changes whenever the voice library does; the voice list follows it.
+    GPU work is admitted through ``tracker``, the queue the HTTP API shares.
     """
     limit = service.max_text_chars
     switches = StopSwitches()
@@ -141,8 +143,9 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State) -> No
             speed,
             chunk_chars,
         )
-        with switches.armed(request) as should_stop:
+        with tracker.track("ui_synthesize", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             result = service.synthesize(tts_request, progress_callback(progress), should_stop)
+            ticket.audio_seconds = float(result.record.meta["duration_s"])
         chunks = len(result.chunks)
         plural = "s" if chunks != 1 else ""
         gr.Info(
@@ -180,9 +183,10 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State) -> No
             speed,
             chunk_chars,
         )
-        with switches.armed(request) as should_stop:
+        with tracker.track("ui_stream", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             for piece in service.stream(tts_request, progress_callback(progress), should_stop):
                 if piece.audio is not None:
+                    ticket.audio_seconds += len(piece.audio) / SAMPLE_RATE
                     pcm = (np.clip(piece.audio, -1.0, 1.0) * 32767).astype(np.int16)
                     yield (SAMPLE_RATE, pcm), gr.skip()
                 elif piece.record is not None:

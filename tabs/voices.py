@@ -13,6 +13,7 @@ import gradio as gr
 from core import languages
 from core.audio import XTTS_REFERENCE_RATE
 from core.errors import InvalidInput
+from core.metrics import RequestTracker
 from core.outputs import wav_bytes
 from core.tts import TTSService
 from core.voices import VoiceInfo, VoiceLibrary
@@ -52,7 +53,9 @@ def _details(voice: VoiceInfo) -> str:
     )
 
 
-def build(demo: gr.Blocks, library: VoiceLibrary, service: TTSService, library_changed: gr.State) -> None:
+def build(
+    demo: gr.Blocks, library: VoiceLibrary, service: TTSService, library_changed: gr.State, tracker: RequestTracker
+) -> None:
     """Build the tab inside ``demo``'s current context; bump ``library_changed`` after every change."""
     engine = service.engine
     check_root = library.work_dir / "voice-check"
@@ -171,10 +174,11 @@ def build(demo: gr.Blocks, library: VoiceLibrary, service: TTSService, library_c
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[dict[str, Any], str | None]:
         """Clone a voice from reference clips; returns its record and the preview WAV."""
-        voice = library.create(
-            name, _paths(clips, recording), engine=engine, language=language, description=description,
-            progress=progress_callback(progress),
-        )  # fmt: skip
+        with tracker.track("ui_clone", "balanced"):
+            voice = library.create(
+                name, _paths(clips, recording), engine=engine, language=language, description=description,
+                progress=progress_callback(progress),
+            )  # fmt: skip
         gr.Info(f"Voice '{voice.name}' saved. It is now in the Text to speech tab's voice list.")
         return voice.to_dict(), str(voice.preview) if voice.preview else None
 

@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.engine import XTTSEngine  # noqa: E402
 from tests import make_tiny_models  # noqa: E402
 
 KIT_CACHE = Path(os.environ.get("XTTS_STUDIO_TEST_CACHE", Path.home() / ".cache" / "xtts-studio-tests")) / "tiny-models"
@@ -51,10 +52,8 @@ def speech(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def shared_engine(tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory):
+def shared_engine(tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory) -> XTTSEngine:
     """One loaded engine for tests that only read from it (load once per session)."""
-    from core.engine import XTTSEngine
-
     engine = XTTSEngine(device="cpu", latents_dir=tmp_path_factory.mktemp("latents"), model_dir=tiny_xtts)
     engine.ensure_loaded()
     return engine
@@ -100,7 +99,7 @@ def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=data)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for_http(url, proc, log)
+        wait_for_http(url + "health", proc, log)
         yield {"url": url, "data": data, "log": log}
     finally:
         proc.terminate()

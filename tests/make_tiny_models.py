@@ -9,8 +9,9 @@ with built-in speakers, and the training files ``dvae.pth`` and
 ``mel_stats.pth``. The GPT is tiny; the HiFiGAN decoder and speaker encoder
 keep their real size because their shapes are fixed by the format.
 
-Random weights never emit the stop token, so ``gpt_max_audio_tokens`` bounds
-every generation (about 4.5 s of audio per chunk).
+The stop token's logit is pushed far down so random weights never emit it and
+``gpt_max_audio_tokens`` bounds every generation: each chunk is the same length
+(about 4.5 s of audio), which keeps timings in tests and benchmarks comparable.
 
 A ``.complete`` marker holds a hash of this script: the output is reused when
 the script has not changed, and rebuilt when it has.
@@ -108,6 +109,8 @@ def build_xtts(out: Path) -> None:
     model = Xtts(config)
     model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
     model.init_models()
+    with torch.no_grad():  # random weights must never stop early: every chunk runs to the length bound
+        model.gpt.mel_head.bias[TINY_ARGS["gpt_stop_audio_token"]] = -1e4
     config.model_args.tokenizer_file = ""
     torch.save({"model": model.state_dict()}, out / "model.pth")
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))

@@ -35,6 +35,7 @@ def test_sentences_and_packing() -> None:
     # short sentences are packed up to the target, never beyond the language limit
     assert split_for_synthesis("Hi. Yes. No.", "en", target_chars=100) == ["Hi. Yes. No."]
     assert split_for_synthesis("Hi. Yes. No.", "en", target_chars=5) == ["Hi.", "Yes.", "No."]
+    assert split_for_synthesis("Hi. Yes. No.", "en", target_chars=100, first_alone=True) == ["Hi.", "Yes. No."]
 
 
 def test_run_on_sentence_is_cut_at_clauses_then_spaces() -> None:
