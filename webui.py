@@ -12,12 +12,14 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
+from core import model_files
 from core.admission import AdmissionGate
 from core.auth import Authenticator
 from core.engine import XTTSEngine
@@ -25,15 +27,19 @@ from core.errors import StudioError
 from core.http_api import HttpContext, build_router, gpu_memory, is_authenticated
 from core.logs import configure_logging, request_id
 from core.metrics import RequestTracker, StudioMetrics
+from core.model_files import ProgressCallback
 from core.outputs import OutputStore
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
 from core.voices import VoiceLibrary
 from tabs import dataset as dataset_tab
+from tabs import training as training_tab
 from tabs import tts as tts_tab
 from tabs import voices as voices_tab
 from tabs.common import THEME
 from train.dataset import DatasetBuilder
+from train.runner import TrainingRunner
+from train.runs import RunStore
 
 log = logging.getLogger("xtts_studio")
 
@@ -52,6 +58,7 @@ class Studio:
     tracker: RequestTracker
     auth: Authenticator
     datasets: DatasetBuilder
+    training: TrainingRunner
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -71,7 +78,22 @@ def create_studio(settings: Settings) -> Studio:
     tracker = RequestTracker(gate, StudioMetrics(queue_depth=lambda: gate.depth, gpu_memory=gpu_memory))
     users = dict([settings.auth]) if settings.auth else {}
     auth = Authenticator(users=users, api_keys=settings.api_keys)
-    return Studio(settings, engine, voices, service, tracker, auth, DatasetBuilder(settings.datasets_dir))
+
+    def prepare_base(base: Path, progress: ProgressCallback | None) -> Path:
+        """The default XTTS v2 folder gets its training files (dvae.pth, mel_stats.pth) on first use."""
+        if base.resolve() == settings.default_model_dir.resolve():
+            names = model_files.INFERENCE_FILES + model_files.TRAINING_FILES
+            return model_files.download_files(base, names, hub_url=settings.hub_url, progress=progress)
+        return base
+
+    runner = TrainingRunner(
+        RunStore(settings.outputs_dir / "runs"),
+        device=engine.device,
+        on_start=engine.release_gpu,
+        on_finish=engine.reclaim_gpu,
+        prepare_base=prepare_base,
+    )
+    return Studio(settings, engine, voices, service, tracker, auth, DatasetBuilder(settings.datasets_dir), runner)
 
 
 def start_engine(studio: Studio) -> None:
@@ -102,6 +124,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 voices_tab.build(demo, studio.voices, studio.tts, library_changed, studio.tracker)
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab.build(demo, studio.datasets, studio.settings.whisper_model)
+            with gr.Tab("Training", id="training"):
+                training_tab.build(
+                    demo, studio.training, studio.datasets, default_base=studio.engine.model_dir,
+                    enabled=not studio.settings.zerogpu, host=studio.settings.host,
+                )  # fmt: skip
     return demo
 
 

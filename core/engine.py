@@ -100,6 +100,7 @@ class XTTSEngine:
         self.latents = LatentCache(latents_dir)
         self.load_count = 0
         self.encode_count = 0
+        self.offloaded = False
         # On Hugging Face ZeroGPU hardware a GPU is attached only inside functions wrapped
         # by the `spaces` package; elsewhere these are the plain methods.
         on_gpu = _zerogpu if zerogpu else (lambda fn: fn)
@@ -188,6 +189,23 @@ class XTTSEngine:
         self.model_id = _model_identity(folder)
         self.load_count += 1
         log.info("XTTS loaded from %s on %s in %.1fs", folder, self.device, time.perf_counter() - started)
+
+    def release_gpu(self) -> None:
+        """Move the model to the CPU (training needs the GPU); it keeps working there, slower."""
+        with self._lock:
+            if self._model is not None and self.device != "cpu" and not self.offloaded:
+                self._model.to("cpu")
+                self.offloaded = True
+                self._free_cuda()
+                log.info("XTTS moved to the CPU while training runs")
+
+    def reclaim_gpu(self) -> None:
+        with self._lock:
+            if self._model is not None and self.offloaded:
+                with self._oom_guard("moving XTTS back to the GPU"):
+                    self._model.to(self.device)
+                self.offloaded = False
+                log.info("XTTS back on %s", self.device)
 
     def _require_model(self) -> Any:
         if self._model is None:

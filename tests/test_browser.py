@@ -122,3 +122,24 @@ def test_build_a_dataset_from_an_upload_and_edit_a_row(
     folder = Path(live_app["data"], "outputs", "datasets", "browser-set")
     rows = (folder / "metadata_train.csv").read_text() + (folder / "metadata_eval.csv").read_text()
     assert "|An edited sentence.|browser-set" in rows and "A journey of a thousand" not in rows
+
+
+def test_train_from_the_tab_and_hear_a_sample(page: Page, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.test_training import make_dataset
+
+    dataset = make_dataset(tmp_path_factory.mktemp("ui-train-set"))
+    page.get_by_role("tab", name="Training").click()
+    field = page.locator("#train-dataset input")
+    field.fill(str(dataset))
+    field.press("Enter")
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_label("Save every N steps (0: ~10 saves per run)").fill("2")
+    page.get_by_role("button", name="Start training").click()
+    page.locator("#train-status").get_by_text("step").first.wait_for()
+    page.locator("#train-status").get_by_text("completed").wait_for(timeout=240_000)
+    page.locator("#train-losses canvas, #train-losses svg").first.wait_for()
+    link = page.locator("#train-sample a[data-testid='download-link']")
+    link.wait_for()
+    rate, samples = fetch_wav(page, link.get_attribute("href"))
+    assert rate == 24000 and samples > 0
+    page.locator("#train-sample").get_by_role("button", name="Play", exact=True).click()

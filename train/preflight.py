@@ -1,0 +1,179 @@
+"""Checks before a fine-tuning run starts; each failure says what to change."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from core.errors import InvalidInput
+from train.config import TrainingConfig
+
+CODE_STRIDE = 1024
+TRAIN_RATE = 22050
+
+
+@dataclass
+class Preflight:
+    """What the checks found: numbers for the run record, and warnings to show."""
+
+    train_clips: int = 0
+    eval_clips: int = 0
+    minutes: float = 0.0
+    too_long_audio: int = 0
+    too_long_text: int = 0
+    checkpoint_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def free_disk_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="|", quoting=csv.QUOTE_NONE))
+
+
+def check(config: TrainingConfig, *, runs_root: Path, device: str) -> Preflight:
+    """Raise :class:`InvalidInput` listing every blocking problem; return the findings otherwise."""
+    config.validated()
+    dataset, base = Path(config.dataset), Path(config.base_model)
+    found = Preflight()
+    problems: list[str] = []
+    train_csv = dataset / "metadata_train.csv"
+    if not train_csv.is_file():
+        raise InvalidInput(
+            f"{dataset} has no metadata_train.csv; build the dataset first or point at a Coqui-format folder."
+        )
+    for name in ("config.json", "model.pth", "vocab.json", "dvae.pth", "mel_stats.pth"):
+        if not (base / name).is_file():
+            problems.append(f"The base model folder {base} is missing {name}.")
+    try:
+        languages = (
+            json.loads((base / "config.json").read_text()).get("languages", [])
+            if (base / "config.json").is_file()
+            else []
+        )
+        max_tokens = json.loads((base / "config.json").read_text())["model_args"]["gpt_max_audio_tokens"]
+    except (ValueError, KeyError, OSError):
+        languages, max_tokens = [], 605
+    if languages and config.language not in languages:
+        problems.append(
+            f"The base model does not know the language '{config.language}'. It knows: {', '.join(languages)}."
+        )
+
+    _load_with_coqui(dataset, config)
+    rows = read_rows(train_csv)
+    eval_rows = read_rows(dataset / "metadata_eval.csv") if (dataset / "metadata_eval.csv").is_file() else []
+    if not rows:
+        raise InvalidInput(f"{dataset.name} has no training clips (metadata_train.csv lists none).")
+    longest = min(config.max_audio_s, (max_tokens - 4) * CODE_STRIDE / TRAIN_RATE)
+    missing, broken, seconds = [], [], 0.0
+    for row in rows + eval_rows:
+        wav = dataset / row["audio_file"]
+        if not wav.is_file():
+            missing.append(row["audio_file"])
+            continue
+        try:
+            duration = sf.info(wav).duration
+        except RuntimeError:
+            broken.append(row["audio_file"])
+            continue
+        seconds += duration
+        found.too_long_audio += duration > longest
+        found.too_long_text += len(row.get("text", "")) > config.max_text_len
+    if missing:
+        problems.append(f"{len(missing)} listed clips do not exist, e.g. {', '.join(missing[:3])}.")
+    if broken:
+        problems.append(f"{len(broken)} listed clips are not readable audio, e.g. {', '.join(broken[:3])}.")
+    found.train_clips, found.eval_clips, found.minutes = len(rows), len(eval_rows), round(seconds / 60, 2)
+    if found.too_long_audio:
+        found.warnings.append(
+            f"{found.too_long_audio} clips are longer than {longest:.1f} s and will be skipped (raise the max clip length"
+            + (
+                f"; this base model allows at most {(max_tokens - 4) * CODE_STRIDE / TRAIN_RATE:.1f} s"
+                if longest < config.max_audio_s
+                else ""
+            )
+            + ")."
+        )
+    if found.too_long_text:
+        found.warnings.append(
+            f"{found.too_long_text} clips have text over {config.max_text_len} characters and will be skipped."
+        )
+    if found.too_long_audio + found.too_long_text >= len(rows) + len(eval_rows):
+        problems.append("Every clip is over the length limits, so nothing would be trained on.")
+
+    if (base / "model.pth").is_file() and (base / "dvae.pth").is_file():
+        model_bytes, dvae_bytes = (base / "model.pth").stat().st_size, (base / "dvae.pth").stat().st_size
+        found.checkpoint_bytes = 3 * model_bytes + dvae_bytes  # weights, two Adam moments, the DVAE
+        runs_root.mkdir(parents=True, exist_ok=True)
+        needed = (config.keep_checkpoints + 2) * found.checkpoint_bytes  # K kept, the best, one being written
+        free = free_disk_bytes(runs_root)
+        if free < needed:
+            problems.append(
+                f"Not enough disk space in {runs_root}: {free / 1e9:.1f} GB free, about {needed / 1e9:.1f} GB needed for "
+                f"{config.keep_checkpoints} checkpoints plus the best one. Free space or keep fewer checkpoints."
+            )
+    _memory_checks(config, found, problems, device)
+    if problems:
+        raise InvalidInput("The training cannot start:\n- " + "\n- ".join(problems))
+    return found
+
+
+def _load_with_coqui(dataset: Path, config: TrainingConfig) -> None:
+    from TTS.config.shared_configs import BaseDatasetConfig
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.datasets import load_tts_samples
+
+    probe = XttsConfig()
+    probe.datasets = [
+        BaseDatasetConfig(
+            formatter="coqui", path=str(dataset), meta_file_train="metadata_train.csv",
+            meta_file_val="metadata_eval.csv" if (dataset / "metadata_eval.csv").is_file() else "", language=config.language,
+        )
+    ]  # fmt: skip
+    try:
+        load_tts_samples(probe, eval_split=False)
+    except Exception as exc:
+        raise InvalidInput(f"Coqui's loader cannot read {dataset}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _memory_checks(config: TrainingConfig, found: Preflight, problems: list[str], device: str) -> None:
+    import psutil
+    import torch
+
+    available = psutil.virtual_memory().available
+    if found.checkpoint_bytes and available < found.checkpoint_bytes:
+        found.warnings.append(
+            f"Only {available / 1e9:.1f} GB of RAM is free; training may be killed for lack of memory."
+        )
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        found.warnings.append("No GPU: training runs on the CPU, which is very slow for the full XTTS model.")
+        return
+    free, _ = torch.cuda.mem_get_info()
+    # weights + grads + Adam for the GPT (~4x its share of model.pth) and activations per clip-second
+    per_clip = (
+        0.16e9
+        * config.max_audio_s
+        * (0.6 if config.gradient_checkpointing else 1.0)
+        * (0.6 if config.mixed_precision else 1.0)
+    )
+    fixed = found.checkpoint_bytes * 1.3
+    needed = fixed + config.batch_size * per_clip
+    if needed > free:
+        fits = int(max(0, free - fixed) // per_clip)
+        problems.append(
+            f"Batch size {config.batch_size} needs about {needed / 1e9:.1f} GB of GPU memory but {free / 1e9:.1f} GB is free. "
+            + (f"Batch size {fits} would fit" if fits else "Even batch size 1 does not fit")
+            + "; raise gradient accumulation to keep the effective batch, or turn on mixed precision and gradient checkpointing."
+        )

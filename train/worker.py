@@ -1,0 +1,265 @@
+"""The training child process: ``python -m train.worker RUN_DIR``.
+
+It runs Coqui's GPT trainer on the settings in ``RUN_DIR/run_config.json`` and reports only
+through files: ``run.json`` (written atomically), the trainer's TensorBoard events and
+checkpoints under ``RUN_DIR/trainer/``, its log, and ``samples/<step>/`` rendered at every
+save. SIGINT makes the trainer save and stop (state "cancelled"); anything else that ends
+it is "failed" with the reason from the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from train.config import TrainingConfig, read_config
+from train.runs import RunStore
+
+log = logging.getLogger("train.worker")
+CODE_STRIDE = 1024
+
+
+def trainer_config(config: TrainingConfig, run_dir: Path) -> Any:
+    """Coqui's GPTTrainerConfig for ``config``, shaped like the base model's own config.json."""
+    from TTS.config.shared_configs import BaseDatasetConfig
+    from TTS.tts.configs.xtts_config import XttsAudioConfig, XttsConfig
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTArgs, GPTTrainerConfig
+
+    base = Path(config.base_model)
+    base_config = XttsConfig()
+    base_config.load_json(str(base / "config.json"))
+    args = GPTArgs()
+    for key, value in base_config.model_args.to_dict().items():
+        if hasattr(args, key) and key not in ("tokenizer_file", "gpt_checkpoint", "decoder_checkpoint"):
+            setattr(args, key, value)
+    # a clip needs one audio code per 1024 samples, plus start/stop, within the position table
+    longest = min(int(config.max_audio_s * 22050), (base_config.model_args.gpt_max_audio_tokens - 4) * CODE_STRIDE)
+    args.max_wav_length = longest
+    args.max_text_length = config.max_text_len
+    args.min_conditioning_length = min(66150, longest // 2)
+    args.max_conditioning_length = min(132300, longest)
+    args.mel_norm_file = str(base / "mel_stats.pth")
+    args.dvae_checkpoint = str(base / "dvae.pth")
+    args.xtts_checkpoint = str(base / "model.pth")
+    args.tokenizer_file = str(base / "vocab.json")
+    dataset = Path(config.dataset)
+    reference = config.reference_clip or ""
+    gpt_config = GPTTrainerConfig(
+        output_path=str(run_dir / "trainer"),
+        model_args=args,
+        run_name="xtts",
+        project_name="xtts-studio",
+        dashboard_logger="tensorboard",
+        audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
+        batch_size=config.batch_size,
+        batch_group_size=48,
+        eval_batch_size=config.batch_size,
+        num_loader_workers=config.num_workers,
+        num_eval_loader_workers=config.num_workers,
+        eval_split_max_size=256,
+        eval_split_size=config.eval_fraction,
+        print_step=1,
+        plot_step=1,
+        log_model_step=10**9,
+        save_step=config.save_every,
+        save_n_checkpoints=config.keep_checkpoints,
+        save_checkpoints=True,
+        save_best_after=0,
+        save_on_interrupt=True,
+        print_eval=False,
+        epochs=config.epochs,
+        mixed_precision=config.mixed_precision,
+        optimizer="AdamW",
+        optimizer_wd_only_on_weights=True,
+        optimizer_params={"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": config.weight_decay},
+        lr=config.learning_rate,
+        lr_scheduler="MultiStepLR",
+        lr_scheduler_params={"milestones": [50000 * 18, 150000 * 18, 300000 * 18], "gamma": 0.5, "last_epoch": -1},
+        training_seed=config.seed,
+        test_sentences=[
+            {"text": t, "speaker_wav": reference, "language": config.language} for t in config.test_sentences
+        ]
+        if reference and config.samples
+        else [],
+        languages=base_config.languages,
+    )
+    gpt_config.datasets = [
+        BaseDatasetConfig(
+            formatter="coqui",
+            dataset_name=dataset.name,
+            path=str(dataset),
+            meta_file_train="metadata_train.csv",
+            meta_file_val="metadata_eval.csv" if (dataset / "metadata_eval.csv").is_file() else "",
+            language=config.language,
+        )
+    ]
+    return gpt_config
+
+
+def _failure_reason(log_file: Path, config: TrainingConfig) -> str:
+    text = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
+    if "OutOfMemoryError" in text or "CUDA out of memory" in text:
+        return (
+            f"The GPU ran out of memory at batch size {config.batch_size} (max clip {config.max_audio_s:g} s). "
+            f"Lower the batch size (try {max(1, config.batch_size // 2)}) and raise gradient accumulation to keep "
+            "the effective batch, shorten the max clip length, or turn on mixed precision and gradient checkpointing."
+        )
+    errors = re.findall(r"^(\w+(?:Error|Exception)\b.*)$", text, flags=re.MULTILINE)
+    return errors[-1][:500] if errors else "The trainer stopped with an error; see the log."
+
+
+class Reporter:
+    """Trainer callbacks that keep ``run.json`` current and render samples at every save."""
+
+    def __init__(self, store: RunStore, run_dir: Path, config: TrainingConfig, save_step: int) -> None:
+        self.store, self.run_dir, self.config, self.save_step = store, run_dir, config, save_step
+        self.started = time.time()
+        self.last_write = 0.0
+
+    def on_train_step_end(self, trainer: Any) -> None:
+        done = trainer.total_steps_done  # already counts the step that just finished
+        saved = done - 1
+        if saved > 0 and saved % self.save_step == 0:
+            self.render_samples(trainer, saved)
+        if time.time() - self.last_write > 1.0 or saved % self.save_step == 0:
+            self.update(trainer)
+
+    @staticmethod
+    def on_epoch_start(trainer: Any) -> None:
+        """A checkpoint saved mid-epoch (on cancel) carries no losses yet; the trainer then fails to
+        compare the next epoch's loss with None. Treat a missing best loss as 'none so far'."""
+        best = trainer.best_loss
+        if isinstance(best, dict):
+            trainer.best_loss = {key: float("inf") if value is None else value for key, value in best.items()}
+
+    def on_keyboard_interrupt(self, trainer: Any) -> None:
+        """Called after the trainer saved on SIGINT and right before it exits the process."""
+        self.update(trainer, state="cancelled", finished=time.time())
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        """A new best model is a checkpoint too: give it samples unless its step has them."""
+        best = sorted(Path(trainer.output_path).glob("best_model_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        if best:
+            step = int(best[-1].stem.rsplit("_", 1)[1])
+            if not (self.run_dir / "samples" / str(step)).is_dir():
+                self.render_samples(trainer, step)
+        self.update(trainer)
+
+    def update(self, trainer: Any, **extra: Any) -> None:
+        self.last_write = time.time()
+        self.store.write(
+            self.run_dir,
+            step=int(trainer.total_steps_done),
+            epoch=int(trainer.epochs_done),
+            trainer_dir=str(trainer.output_path),
+            elapsed_s=round(
+                time.time() - self.started + float(self.store.read(self.run_dir).get("elapsed_before_s", 0)), 1
+            ),
+            **extra,
+        )
+
+    def render_samples(self, trainer: Any, step: int) -> None:
+        """Speak the test sentences with the weights just saved, into samples/<step>/."""
+        import soundfile as sf
+        import torch
+
+        model = trainer.model
+        if not model.config.test_sentences:
+            return
+        was_training = model.xtts.gpt.training
+        try:
+            with torch.inference_mode():
+                audios = model.test_run(trainer)["audios"]
+        except Exception:
+            log.exception("could not render samples at step %d", step)
+            return
+        finally:
+            if was_training:
+                model.xtts.gpt.train()
+        folder = self.run_dir / "samples" / str(step)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, (_, wav) in enumerate(sorted(audios.items())):
+            temp = folder / f".{index}.wav"
+            sf.write(temp, wav, 24000)
+            os.replace(temp, folder / f"{index}.wav")
+        (folder / "sentences.json").write_text(json.dumps(self.config.test_sentences, ensure_ascii=False))
+
+
+def run(run_dir: Path) -> int:
+    from trainer import Trainer, TrainerArgs
+    from TTS.tts.datasets import load_tts_samples
+    from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
+
+    store = RunStore(run_dir.parent)
+    config = read_config(run_dir / "run_config.json")
+    state = store.read(run_dir)
+    gpt_config = trainer_config(config, run_dir)
+    train_samples, eval_samples = load_tts_samples(
+        gpt_config, eval_split=True, eval_split_max_size=256, eval_split_size=config.eval_fraction
+    )
+    save_step = int(state["save_step"])
+    gpt_config.save_step = save_step
+    model = GPTTrainer.init_from_config(gpt_config)
+    if config.gradient_checkpointing:
+        model.xtts.gpt.gpt.gradient_checkpointing_enable()
+    resume_from = state.get("resume_from")
+    trainer_args = TrainerArgs(
+        continue_path=resume_from or "",
+        skip_train_epoch=False,
+        start_with_eval=False,
+        grad_accum_steps=config.grad_accum,
+    )
+    reporter = Reporter(store, run_dir, config, save_step)
+    trainer = Trainer(
+        trainer_args,
+        gpt_config,
+        output_path=str(run_dir / "trainer"),
+        model=model,
+        train_samples=train_samples,
+        eval_samples=eval_samples,
+        callbacks={
+            "on_train_step_end": reporter.on_train_step_end,
+            "on_epoch_start": reporter.on_epoch_start,
+            "on_epoch_end": reporter.on_epoch_end,
+            "on_keyboard_interrupt": reporter.on_keyboard_interrupt,
+        },
+    )
+    store.write(run_dir, state="running", pid=os.getpid(), trainer_dir=str(trainer.output_path), started=time.time())
+    try:
+        trainer.fit()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    if code == 0:
+        reporter.update(trainer, state="completed", finished=time.time())
+    elif code == 130:
+        reporter.update(trainer, state="cancelled", finished=time.time())
+    else:
+        store.write(run_dir, state="failed", error=_failure_reason(run_dir / "train.log", config), finished=time.time())
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m train.worker RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[1]).resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(run_dir)
+    except Exception as exc:  # before or around the trainer: record why, keep the traceback in the log
+        log.exception("training could not start")
+        RunStore(run_dir.parent).write(
+            run_dir, state="failed", error=f"{exc.__class__.__name__}: {exc}", finished=time.time()
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
