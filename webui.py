@@ -225,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     start_engine(studio)
+    running = studio.training.reattach()
+    if running:
+        log.info("training %s is running; XTTS stays off the GPU until it ends", running)
     serve(studio, build_app(studio))
     return 0
 

@@ -17,8 +17,10 @@ clip boundaries fall inside speech (a cut word) for each.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.resources
 import io
+import shutil
 import sys
 import tempfile
 import time
@@ -74,6 +76,8 @@ def main() -> int:
     from train.transcribe import load_whisper
 
     work = Path(tempfile.mkdtemp(prefix="bench-dataset-"))
+
+    atexit.register(shutil.rmtree, work, True)  # checkpoints and audio are large
     sentences = [BASE[i % len(BASE)] for i in range(args.sentences)]
     video, spans = make_talk(work / "media", sentences)
     minutes = spans[-1][1] / 60

@@ -15,6 +15,8 @@ test kit (or --model-dir), then, in one run:
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -68,9 +70,9 @@ def main() -> int:
     from tests.make_tiny_models import build
 
     model_dir = args.model_dir or build(KIT_CACHE) / "xtts"
-    with running_app(
-        Path(tempfile.mkdtemp(prefix="bench-serving-")), "--model-dir", str(model_dir), "--max-queue", "64"
-    ) as app:
+    data = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    atexit.register(shutil.rmtree, data, True)
+    with running_app(data, "--model-dir", str(model_dir), "--max-queue", "64") as app:
         url = app["url"] + "v1/audio/speech"
         one_request(url, "Warm up.")
         print(f"model: {model_dir}  requests per level: {args.requests}")

@@ -16,7 +16,9 @@ and the runner's cost relative to the plain script.
 from __future__ import annotations
 
 import argparse
+import atexit
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,8 @@ def main() -> int:
     from train.runs import RunStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
+
+    atexit.register(shutil.rmtree, work, True)  # checkpoints and audio are large
     dataset = make_dataset(work / "dataset")
     base = build(KIT_CACHE) / "xtts"
     config = TrainingConfig(

@@ -18,6 +18,8 @@ Random weights make audio quality meaningless here; only the serving overhead is
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -61,6 +63,7 @@ def main() -> int:
 
     model_dir = args.model_dir or build(KIT_CACHE) / "xtts"
     work = Path(tempfile.mkdtemp(prefix="bench-tts-"))
+    atexit.register(shutil.rmtree, work, True)  # checkpoints and audio are large
     reference = speak("This is the reference voice for the benchmark, spoken clearly.", work / "ref.wav")
     n = args.requests
     torch.set_num_threads(max(torch.get_num_threads(), 1))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 import soundfile as sf
 
 from core import languages
@@ -109,7 +108,7 @@ def build(
         board_link = gr.Markdown()
     status = gr.Markdown(elem_id="train-status")
     with gr.Row():
-        losses = gr.LinePlot(x="step", y="value", color="series", label="Losses", height=280, elem_id="train-losses")
+        losses = gr.Image(label="Losses", type="filepath", interactive=False, height=300, elem_id="train-losses")
         with gr.Column():
             sample = gr.Audio(label="Latest sample", type="filepath", interactive=False, elem_id="train-sample")
             sample_label = gr.Markdown()
@@ -162,21 +161,20 @@ def build(
         """Every run with its state and progress."""
         return [{k: r.get(k) for k in ("run", *STATUS_FIELDS)} for r in runner.store.list()]
 
-    def show(run: str | None) -> tuple[str, pd.DataFrame, str | None, str, str]:
-        empty = pd.DataFrame({"step": [], "value": [], "series": []})
+    def show(run: str | None) -> tuple[str, str | None, str | None, str, str]:
         if not run:
-            return "No run selected.", empty, None, "", ""
+            return "No run selected.", None, None, "", ""
         try:
             state = runner.status(run)
             folder = runner.store.folder(run)
         except InvalidInput as exc:
-            return str(exc), empty, None, "", ""
-        frame = pd.DataFrame(runner.store.losses(folder)) if state.get("trainer_dir") else empty
+            return str(exc), None, None, "", ""
+        plot = runner.store.loss_plot(folder) if state.get("trainer_dir") else None
         samples = state.get("samples", {})
         latest_step = max(samples, key=int) if samples else None
         latest = samples[latest_step][0] if latest_step and samples[latest_step] else None
         label = f"Step {latest_step}: first test sentence" if latest else "No samples yet."
-        return _status_markdown(state), frame if len(frame) else empty, latest, label, runner.store.log_tail(folder)
+        return _status_markdown(state), str(plot) if plot else None, latest, label, runner.store.log_tail(folder)
 
     def fill_preset(name: str, dataset_value: str, *current: Any) -> list[Any]:
         path = _dataset_path(datasets, dataset_value)

@@ -113,13 +113,20 @@ def test_kill_9_is_a_failed_run_that_resumes_and_a_new_ui_reattaches(
     run = runner.start(config_for(tiny_dataset, tiny_xtts, epochs=30, save_every=2))
     wait_for(lambda: any(not c["best"] for c in runner.status(run)["checkpoints"]))
 
-    restarted_ui = TrainingRunner(RunStore(tmp_path / "runs"))  # knows the run only from its files
+    gpu_events: list[str] = []
+    restarted_ui = TrainingRunner(  # knows the run only from its files
+        RunStore(tmp_path / "runs"),
+        on_start=lambda: gpu_events.append("release"),
+        on_finish=lambda: gpu_events.append("reclaim"),
+    )
+    assert restarted_ui.reattach() == run and gpu_events == ["release"]
     assert restarted_ui.status(run)["state"] == "running"
     step_before = restarted_ui.status(run)["step"]
     wait_for(lambda: restarted_ui.status(run)["step"] > step_before)
 
     os.kill(runner.status(run)["pid"], signal.SIGKILL)
     wait_for(lambda: runner.status(run)["state"] == "failed")
+    wait_for(lambda: gpu_events == ["release", "reclaim"])  # the restarted UI takes the GPU back
     assert "ended unexpectedly" in restarted_ui.status(run)["error"]
     last = max(c["step"] for c in runner.status(run)["checkpoints"] if not c["best"])
 

@@ -133,6 +133,26 @@ class TrainingRunner:
         except Exception:
             log.exception("could not take the GPU back after training")
 
+    def reattach(self) -> str | None:
+        """After a UI restart: give a still-running training the GPU and take it back when it ends."""
+        active = self.store.active()
+        if active is None or not pid_alive(active.get("pid")):
+            return None
+        run, pid = active["run"], int(active["pid"])
+        self.on_start()
+
+        def follow() -> None:
+            while pid_alive(pid):
+                time.sleep(1.0)
+            self.store.status(run)  # records a failure if the child died without saying so
+            try:
+                self.on_finish()
+            except Exception:
+                log.exception("could not take the GPU back after training")
+
+        threading.Thread(target=follow, name=f"follow-{run}", daemon=True).start()
+        return run
+
     # ---- controlling ---------------------------------------------------------------------
     def cancel(self, run: str, *, timeout: float = 60.0) -> dict[str, Any]:
         """Ask the trainer to save and stop (SIGINT); kill its process group if it does not."""

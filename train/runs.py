@@ -176,6 +176,41 @@ class RunStore:
         self._loss_cache[trainer] = (stamp, rows)
         return rows
 
+    def loss_plot(self, folder: Path) -> Path | None:
+        """A PNG of the loss curves (log scale: mel CE and text CE differ by orders of magnitude)."""
+        rows = self.losses(folder)
+        if not rows:
+            return None
+        target = folder / "plots" / "losses.png"
+        stamp = folder / "plots" / ".losses-rows"
+        fingerprint = f"{len(rows)}:{rows[-1]['step']}:{rows[-1]['value']}"
+        if target.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
+            return target
+        import io
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+        for label in LOSS_TAGS.values():
+            points = [(r["step"], r["value"]) for r in rows if r["series"] == label and r["value"] > 0]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, markersize=3, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        atomic.write_bytes(target, buffer.getvalue())
+        atomic.write_text(stamp, fingerprint)
+        return target
+
     def log_tail(self, folder: Path, lines: int = 40) -> str:
         log = folder / "train.log"
         if not log.is_file():
