@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 def plain(run_dir: str) -> None:
     """Child mode: Coqui's trainer on the run's config, without the studio's callbacks."""
+    import os
+
+    import torch
     from trainer import Trainer, TrainerArgs
     from TTS.tts.datasets import load_tts_samples
     from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
@@ -39,6 +42,7 @@ def plain(run_dir: str) -> None:
     from train.config import read_config
     from train.worker import trainer_config
 
+    torch.set_num_threads(os.cpu_count() or 1)  # as the studio's worker does, so both use every core
     folder = Path(run_dir)
     config = read_config(folder / "run_config.json")
     gpt_config = trainer_config(config, folder)

@@ -128,9 +128,14 @@ def test_kill_9_is_a_failed_run_that_resumes_and_a_new_ui_reattaches(
     wait_for(lambda: runner.status(run)["state"] == "failed")
     wait_for(lambda: gpu_events == ["release", "reclaim"])  # the restarted UI takes the GPU back
     assert "ended unexpectedly" in restarted_ui.status(run)["error"]
-    last = max(c["step"] for c in runner.status(run)["checkpoints"] if not c["best"])
+    last_checkpoint = max((c for c in runner.status(run)["checkpoints"] if not c["best"]), key=lambda c: c["step"])
+    last = last_checkpoint["step"]
+    # a kill during a save leaves a truncated file with a higher step: resume must not start from it
+    truncated = Path(last_checkpoint["path"]).with_name(f"checkpoint_{last + 1000}.pth")
+    truncated.write_bytes(Path(last_checkpoint["path"]).read_bytes()[:100_000])
 
     restarted_ui.resume(run)
+    assert not truncated.exists() and truncated.with_name(truncated.name + ".partial").exists()
     wait_for(lambda: restarted_ui.status(run).get("step", 0) > last + 1)
     final = restarted_ui.cancel(run)
     assert final["state"] == "cancelled" and final["step"] > last
@@ -173,3 +178,17 @@ def test_headless_command(tmp_path: Path, tiny_dataset: Path, tiny_xtts: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed: step 2/2, epoch 0" in result.stdout
     assert len(RunStore(tmp_path / "runs").list()) == 1
+
+
+def test_an_interrupt_waits_for_a_safe_point() -> None:
+    from train.worker import InterruptGuard
+
+    guard = InterruptGuard()
+    guard.handler(signal.SIGINT, None)  # e.g. while torch.save is writing: nothing is raised there
+    calls: list[str] = []
+    checked = guard.before(lambda: calls.append("eval batch"))
+    with pytest.raises(KeyboardInterrupt):
+        checked()  # the next safe point raises, before the batch runs
+    assert calls == [] and not guard.requested
+    checked()
+    assert calls == ["eval batch"]

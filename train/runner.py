@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -122,7 +123,7 @@ class TrainingRunner:
         if state.get("state") in ACTIVE:  # the child ended without recording how
             saved = [c.step for c in self.store.checkpoints(folder)]
             progress = {"step": max([*saved, int(state.get("step", 0))]), "finished": time.time()}
-            if code == 130:  # the trainer's own exit after saving on SIGINT
+            if code in (130, -signal.SIGINT):  # the trainer's exit after saving on SIGINT, or a SIGINT before it ran
                 self.store.write(folder, state="cancelled", **progress)
             else:
                 reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -154,7 +155,7 @@ class TrainingRunner:
         return run
 
     # ---- controlling ---------------------------------------------------------------------
-    def cancel(self, run: str, *, timeout: float = 60.0) -> dict[str, Any]:
+    def cancel(self, run: str, *, timeout: float = 120.0) -> dict[str, Any]:
         """Ask the trainer to save and stop (SIGINT); kill its process group if it does not."""
         folder = self.store.folder(run)
         state = self.store.status(run)
@@ -192,12 +193,21 @@ class TrainingRunner:
             if trainer_dir is None or not any(not c.best for c in self.store.checkpoints(folder)):
                 raise InvalidInput(f"The run {run} has no checkpoint to resume from; start a new run instead.")
             read_config(folder / "run_config.json")
+            self._set_aside_broken_checkpoints(folder)
             self.store.write(
                 folder, state="queued", error=None, resume_from=str(trainer_dir), resumes=int(state.get("resumes", 0)) + 1,
                 elapsed_before_s=float(state.get("elapsed_s", 0)),
             )  # fmt: skip
             self._spawn(folder)
             return run
+
+    def _set_aside_broken_checkpoints(self, folder: Path) -> None:
+        """A process killed while saving leaves a truncated checkpoint; the trainer would resume
+        from it (it picks the highest step), so rename it out of the way first."""
+        for checkpoint in self.store.checkpoints(folder):
+            if checkpoint.path.suffix in (".pth", ".pt") and not zipfile.is_zipfile(checkpoint.path):
+                checkpoint.path.rename(checkpoint.path.with_name(checkpoint.path.name + ".partial"))
+                log.warning("set aside the truncated checkpoint %s", checkpoint.path.name)
 
     def status(self, run: str) -> dict[str, Any]:
         state = self.store.status(run)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -114,11 +115,42 @@ def _failure_reason(log_file: Path, config: TrainingConfig) -> str:
     return errors[-1][:500] if errors else "The trainer stopped with an error; see the log."
 
 
+class InterruptGuard:
+    """Turns SIGINT into a KeyboardInterrupt at the next safe point, never in the middle of things.
+
+    Raised from the signal handler, the interrupt could land inside ``torch.save`` (a broken
+    checkpoint, and the trainer reports an error instead of saving) or while a library holds a
+    lock (the process hangs). The handler only takes note; ``check()`` raises at step and epoch
+    boundaries and before each evaluation batch, where the trainer saves and stops cleanly.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            self.requested = False
+            raise KeyboardInterrupt
+
+    def before(self, method: Any) -> Any:
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            self.check()
+            return method(*args, **kwargs)
+
+        return checked
+
+
 class Reporter:
     """Trainer callbacks that keep ``run.json`` current and render samples at every save."""
 
-    def __init__(self, store: RunStore, run_dir: Path, config: TrainingConfig, save_step: int) -> None:
+    def __init__(
+        self, store: RunStore, run_dir: Path, config: TrainingConfig, save_step: int, guard: InterruptGuard
+    ) -> None:
         self.store, self.run_dir, self.config, self.save_step = store, run_dir, config, save_step
+        self.guard = guard
         self.started = time.time()
         self.last_write = 0.0
 
@@ -129,14 +161,15 @@ class Reporter:
             self.render_samples(trainer, saved)
         if time.time() - self.last_write > 1.0 or saved % self.save_step == 0:
             self.update(trainer)
+        self.guard.check()
 
-    @staticmethod
-    def on_epoch_start(trainer: Any) -> None:
+    def on_epoch_start(self, trainer: Any) -> None:
         """A checkpoint saved mid-epoch (on cancel) carries no losses yet; the trainer then fails to
         compare the next epoch's loss with None. Treat a missing best loss as 'none so far'."""
         best = trainer.best_loss
         if isinstance(best, dict):
             trainer.best_loss = {key: float("inf") if value is None else value for key, value in best.items()}
+        self.guard.check()
 
     def on_keyboard_interrupt(self, trainer: Any) -> None:
         """Called after the trainer saved on SIGINT and right before it exits the process."""
@@ -150,6 +183,7 @@ class Reporter:
             if not (self.run_dir / "samples" / str(step)).is_dir():
                 self.render_samples(trainer, step)
         self.update(trainer)
+        self.guard.check()
 
     def update(self, trainer: Any, **extra: Any) -> None:
         self.last_write = time.time()
@@ -192,10 +226,14 @@ class Reporter:
 
 
 def run(run_dir: Path) -> int:
+    import torch
     from trainer import Trainer, TrainerArgs
     from TTS.tts.datasets import load_tts_samples
     from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
 
+    # importing Coqui's XTTS trainer dataset module sets torch to one thread; the loader runs in
+    # this process (no worker processes), so CPU training may use every core again
+    torch.set_num_threads(os.cpu_count() or 1)
     store = RunStore(run_dir.parent)
     config = read_config(run_dir / "run_config.json")
     state = store.read(run_dir)
@@ -215,7 +253,10 @@ def run(run_dir: Path) -> int:
         start_with_eval=False,
         grad_accum_steps=config.grad_accum,
     )
-    reporter = Reporter(store, run_dir, config, save_step)
+    guard = InterruptGuard()
+    signal.signal(signal.SIGINT, guard.handler)
+    model.eval_step = guard.before(model.eval_step)
+    reporter = Reporter(store, run_dir, config, save_step, guard)
     trainer = Trainer(
         trainer_args,
         gpt_config,
