@@ -45,9 +45,6 @@ class VoiceSpec:
     clips: tuple[Path, ...] = ()
     latents_dir: Path | None = None
 
-    def label(self) -> str:
-        return self.speaker or ", ".join(p.name for p in self.clips)
-
 
 @dataclass(frozen=True)
 class EngineStatus:

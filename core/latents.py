@@ -111,7 +111,3 @@ class LatentCache:
             self._memory.move_to_end(key)
             while len(self._memory) > self.capacity:
                 self._memory.popitem(last=False)
-
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()

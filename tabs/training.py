@@ -16,8 +16,7 @@ from core import languages
 from core.errors import InvalidInput
 from tabs.common import ui_errors
 from train.config import PRESETS, TrainingConfig, preset
-from train.dataset import DatasetBuilder
-from train.preflight import read_rows
+from train.dataset import DatasetBuilder, read_metadata
 from train.runner import TrainingRunner
 
 STATUS_FIELDS = ("state", "step", "total_steps", "epoch", "elapsed_s", "eta_s", "error")
@@ -178,7 +177,7 @@ def build(
 
     def fill_preset(name: str, dataset_value: str, *current: Any) -> list[Any]:
         path = _dataset_path(datasets, dataset_value)
-        rows = read_rows(path / "metadata_train.csv") if (path / "metadata_train.csv").is_file() else []
+        rows = read_metadata(path / "metadata_train.csv") if (path / "metadata_train.csv").is_file() else []
         minutes = sum(sf.info(path / r["audio_file"]).duration for r in rows if (path / r["audio_file"]).is_file()) / 60
         base = TrainingConfig(dataset=str(path), base_model="", epochs=int(current[0]), batch_size=int(current[1]))
         filled = preset(name, base, train_clips=len(rows), minutes=minutes)

@@ -50,10 +50,6 @@ class TrainingConfig:
     num_workers: int = 0
     samples: bool = True  # render the test sentences at every save
 
-    @property
-    def effective_batch(self) -> int:
-        return self.batch_size * self.grad_accum
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 

@@ -386,17 +386,22 @@ def _plots(target: Path, clips: Sequence[ClipRecord]) -> None:
 TABLE_COLUMNS = ["keep", "split", "audio_file", "text", "speaker_name", "seconds"]
 
 
+def read_metadata(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of a Coqui ``audio_file|text|speaker_name`` CSV."""
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="|", quoting=csv.QUOTE_NONE))
+
+
 def load_table(target: Path) -> list[dict[str, Any]]:
     rows = []
     for split, file_name in (("train", "metadata_train.csv"), ("eval", "metadata_eval.csv")):
         path = target / file_name
         if not path.is_file():
             continue
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle, delimiter="|", quoting=csv.QUOTE_NONE):
-                wav = target / row["audio_file"]
-                seconds = round(sf.info(wav).duration, 2) if wav.is_file() else 0.0
-                rows.append({"keep": True, "split": split, **row, "seconds": seconds})
+        for row in read_metadata(path):
+            wav = target / row["audio_file"]
+            seconds = round(sf.info(wav).duration, 2) if wav.is_file() else 0.0
+            rows.append({"keep": True, "split": split, **row, "seconds": seconds})
     if not rows:
         raise InvalidInput(f"{target.name} has no metadata yet; build it first.")
     return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import soundfile as sf
 
 from core.errors import InvalidInput
 from train.config import TrainingConfig
+from train.dataset import read_metadata
 
 CODE_STRIDE = 1024
 TRAIN_RATE = 22050
@@ -36,11 +36,6 @@ class Preflight:
 
 def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
-
-
-def read_rows(csv_path: Path) -> list[dict[str, str]]:
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter="|", quoting=csv.QUOTE_NONE))
 
 
 def check(config: TrainingConfig, *, runs_root: Path, device: str) -> Preflight:
@@ -72,8 +67,8 @@ def check(config: TrainingConfig, *, runs_root: Path, device: str) -> Preflight:
         )
 
     _load_with_coqui(dataset, config)
-    rows = read_rows(train_csv)
-    eval_rows = read_rows(dataset / "metadata_eval.csv") if (dataset / "metadata_eval.csv").is_file() else []
+    rows = read_metadata(train_csv)
+    eval_rows = read_metadata(dataset / "metadata_eval.csv") if (dataset / "metadata_eval.csv").is_file() else []
     if not rows:
         raise InvalidInput(f"{dataset.name} has no training clips (metadata_train.csv lists none).")
     longest = min(config.max_audio_s, (max_tokens - 4) * CODE_STRIDE / TRAIN_RATE)

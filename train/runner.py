@@ -30,6 +30,7 @@ from core.model_files import ProgressCallback
 from core.settings import resolve_device
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
+from train.dataset import read_metadata
 from train.runs import ACTIVE, RunStore, pid_alive
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class TrainingRunner:
         dataset = Path(config.dataset)
         reference = config.reference_clip
         if not reference and (dataset / "metadata_train.csv").is_file():
-            rows = preflight.read_rows(dataset / "metadata_train.csv")
+            rows = read_metadata(dataset / "metadata_train.csv")
             reference = str(dataset / rows[0]["audio_file"]) if rows else ""
         sentences = [s.strip() for s in config.test_sentences if s.strip()] or DEFAULT_TEST_SENTENCES.get(
             config.language, DEFAULT_TEST_SENTENCES["en"]

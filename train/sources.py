@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.errors import Cancelled, InvalidInput
+from core.latents import file_digest
 from core.model_files import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,7 @@ _BACKOFF_S = (2.0, 5.0, 10.0)
 
 
 def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_digest(path)[:16]
 
 
 def url_fingerprint(url: str) -> str:
