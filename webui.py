@@ -32,14 +32,19 @@ from core.outputs import OutputStore
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
 from core.voices import VoiceLibrary
+from tabs import checkpoints as checkpoints_tab
 from tabs import dataset as dataset_tab
 from tabs import training as training_tab
 from tabs import tts as tts_tab
 from tabs import voices as voices_tab
 from tabs.common import THEME
+from train.blind_test import BlindTests
+from train.checkpoints import CheckpointCatalog
 from train.dataset import DatasetBuilder
+from train.review import CheckpointReview
 from train.runner import TrainingRunner
 from train.runs import RunStore
+from train.scoring import Scorer
 
 log = logging.getLogger("xtts_studio")
 
@@ -59,6 +64,8 @@ class Studio:
     auth: Authenticator
     datasets: DatasetBuilder
     training: TrainingRunner
+    review: CheckpointReview
+    blind: BlindTests
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -86,14 +93,21 @@ def create_studio(settings: Settings) -> Studio:
             return model_files.download_files(base, names, hub_url=settings.hub_url, progress=progress)
         return base
 
+    runs = RunStore(settings.outputs_dir / "runs")
     runner = TrainingRunner(
-        RunStore(settings.outputs_dir / "runs"),
+        runs,
         device=engine.device,
         on_start=engine.release_gpu,
         on_finish=engine.reclaim_gpu,
         prepare_base=prepare_base,
     )
-    return Studio(settings, engine, voices, service, tracker, auth, DatasetBuilder(settings.datasets_dir), runner)
+    catalog = CheckpointCatalog(runs, settings.finetuned_dir, settings.checkpoints_dir)
+    review = CheckpointReview(
+        catalog, engine, Scorer(settings.whisper_model), service.resolve_voice, settings.checkpoints_dir / "renders"
+    )
+    blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
+    datasets = DatasetBuilder(settings.datasets_dir)
+    return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind)
 
 
 def start_engine(studio: Studio) -> None:
@@ -128,6 +142,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 training_tab.build(
                     demo, studio.training, studio.datasets, default_base=studio.engine.model_dir,
                     enabled=not studio.settings.zerogpu, host=studio.settings.host,
+                )  # fmt: skip
+            with gr.Tab("Checkpoints", id="checkpoints"):
+                checkpoints_tab.build(
+                    demo, studio.review, studio.blind, exports_root=studio.settings.exports_dir / "models",
+                    imported_root=studio.settings.finetuned_dir, voices=studio.tts.voices,
                 )  # fmt: skip
     return demo
 

@@ -3,6 +3,11 @@
 Every tab and API route shares the one :class:`XTTSEngine`. GPU work is
 serialised by ``_lock`` because XTTS keeps per-call state on the model (the GPT's
 cached prefix), so two requests must never interleave inside it.
+
+A fine-tuned checkpoint is used by copying its weights into the resident model
+(:meth:`XTTSEngine.activate`, or :meth:`XTTSEngine.borrowed` for one render): only the
+tensors that differ from the base model are copied, and swapping back restores just
+those from the base file, so nothing that did not change is reloaded.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core import model_files
+from core import checkpoint_io, model_files
 from core.errors import Cancelled, InvalidInput, ModelUnavailable, OutOfMemory
 from core.latents import Conditioning, LatentCache, cache_key
 from core.model_files import ProgressCallback
@@ -61,13 +66,28 @@ def _zerogpu(fn: Callable[..., Any]) -> Callable[..., Any]:
     return spaces.GPU(fn)
 
 
-def _model_identity(folder: Path) -> str:
-    """A short id that changes when the checkpoint files change (without hashing GBs)."""
+def _model_identity(folder: Path, checkpoint: Path | None = None) -> str:
+    """A short id that changes when the model files or the swapped-in weights change (without hashing GBs)."""
     digest = hashlib.sha256(str(folder.resolve()).encode())
     for name in ("config.json", "model.pth", "vocab.json"):
         stat = (folder / name).stat()
         digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    if checkpoint is not None:
+        digest.update(repr(checkpoint_io.file_stamp(checkpoint)).encode())
     return digest.hexdigest()[:16]
+
+
+def _weight_norm_names(state: dict[str, torch.Tensor], params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Older files name weight-norm tensors ``weight_g``/``weight_v``; the loaded model uses parametrizations."""
+    renamed = {}
+    for key, tensor in state.items():
+        if key not in params and key.endswith((".weight_g", ".weight_v")):
+            stem, kind = key.rsplit(".", 1)
+            modern = f"{stem}.parametrizations.weight.original{0 if kind == 'weight_g' else 1}"
+            if modern in params:
+                key = modern
+        renamed[key] = tensor
+    return renamed
 
 
 class XTTSEngine:
@@ -89,13 +109,17 @@ class XTTSEngine:
         self.hub_url = hub_url
         self._model_dir = model_dir
         self._default_model_dir = default_model_dir
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a borrowed checkpoint holds it across a render
         self._model: Any = None
         self._config: Any = None
         self._loaded_dir: Path | None = None
         self.model_id: str | None = None
         self.latents = LatentCache(latents_dir)
+        self.active_checkpoint: Path | None = None
+        self._swapped: set[str] = set()  # tensors that do not hold the base model's values now
+        self._changed_keys: dict[tuple[str, int, int], frozenset[str]] = {}
         self.load_count = 0
+        self.swap_count = 0
         self.encode_count = 0
         self.offloaded = False
         # On Hugging Face ZeroGPU hardware a GPU is attached only inside functions wrapped
@@ -117,12 +141,13 @@ class XTTSEngine:
 
     def status(self) -> EngineStatus:
         if self.loaded:
+            using = f" with the fine-tuned weights of {self.active_checkpoint}" if self.active_checkpoint else ""
             return EngineStatus(
                 True,
                 self._loaded_dir,
                 self.device,
                 self.model_id,
-                f"XTTS loaded from {self._loaded_dir} on {self.device}.",
+                f"XTTS loaded from {self._loaded_dir}{using} on {self.device}.",
             )
         folder = self.model_dir
         if self._model_dir is None:
@@ -183,9 +208,95 @@ class XTTSEngine:
                 "Check that the folder holds a complete XTTS checkpoint (re-download any damaged file)."
             ) from exc
         self._model, self._config, self._loaded_dir = model, config, folder
+        self.active_checkpoint, self._swapped = None, set()
         self.model_id = _model_identity(folder)
         self.load_count += 1
         log.info("XTTS loaded from %s on %s in %.1fs", folder, self.device, time.perf_counter() - started)
+
+    # ---- fine-tuned weights ----------------------------------------------------------------
+    def activate(self, checkpoint: Path | None) -> None:
+        """Make ``checkpoint``'s weights the ones every request uses (``None``: the base model)."""
+        self._require_model()
+        with self._lock:
+            self._swap_to(checkpoint)
+
+    @contextlib.contextmanager
+    def borrowed(self, checkpoint: Path | None) -> Iterator[None]:
+        """Use ``checkpoint`` (``None``: the base model) for the calls inside; the active weights return after.
+
+        The lock is held throughout, so other requests wait rather than hear the borrowed weights.
+        """
+        self._require_model()
+        with self._lock:
+            previous = self.active_checkpoint
+            self._swap_to(checkpoint)
+            try:
+                yield
+            finally:
+                self._swap_to(previous)
+
+    def _swap_to(self, checkpoint: Path | None) -> None:
+        if checkpoint == self.active_checkpoint and (checkpoint is None or self.model_id == self._identity(checkpoint)):
+            return
+        started = time.perf_counter()
+        params = self._model.state_dict()
+        base_file = self._loaded_dir / "model.pth"
+        base = _weight_norm_names(self._read_base(base_file), params)
+        target: dict[str, torch.Tensor] = {}
+        changed: frozenset[str] = frozenset()
+        if checkpoint is not None:
+            target = _weight_norm_names(checkpoint_io.read_state_dict(checkpoint), params)
+            mismatched = [k for k, t in target.items() if k in params and tuple(t.shape) != tuple(params[k].shape)]
+            if mismatched or not any(k in params for k in target):
+                raise InvalidInput(
+                    f"{checkpoint.name} does not fit the loaded model ({len(mismatched)} tensors have other shapes, "
+                    f"e.g. {mismatched[0] if mismatched else 'none shared'}); it was trained from another base. "
+                    "Start the studio with --model-dir on that base model to use it."
+                )
+            changed = self._changed_against_base(checkpoint, target, base, params)
+        with torch.no_grad(), self._oom_guard("swapping checkpoint weights"):
+            for key in self._swapped - changed:
+                params[key].copy_(base[key])
+            for key in changed:
+                params[key].copy_(target[key])
+        self._swapped = set(changed)
+        self.active_checkpoint = checkpoint
+        self.model_id = self._identity(checkpoint)
+        self.swap_count += 1
+        log.info(
+            "weights of %s in place (%d tensors copied) in %.2fs",
+            checkpoint or "the base model", len(changed), time.perf_counter() - started,
+        )  # fmt: skip
+
+    def _identity(self, checkpoint: Path | None) -> str:
+        return _model_identity(self._loaded_dir, checkpoint)  # type: ignore[arg-type]
+
+    def _read_base(self, path: Path) -> dict[str, torch.Tensor]:
+        try:
+            return checkpoint_io.read_state_dict(path)
+        except InvalidInput:  # a trusted original file in a legacy layout: Coqui's own loader reads it
+            return self._model.get_compatible_checkpoint_state_dict(path)
+
+    def _changed_against_base(
+        self,
+        checkpoint: Path,
+        target: dict[str, torch.Tensor],
+        base: dict[str, torch.Tensor],
+        params: dict[str, torch.Tensor],
+    ) -> frozenset[str]:
+        """The tensors of ``checkpoint`` whose values differ from the base's (remembered per file)."""
+        stamp = checkpoint_io.file_stamp(checkpoint)
+        known = self._changed_keys.get(stamp)
+        if known is None:
+            changed = set()
+            for key, tensor in target.items():
+                if key not in params:
+                    continue
+                original = base.get(key)
+                if original is None or not torch.equal(tensor.to(original.dtype), original):
+                    changed.add(key)
+            known = self._changed_keys[stamp] = frozenset(changed)
+        return known
 
     def release_gpu(self) -> None:
         """Move the model to the CPU (training needs the GPU); it keeps working there, slower."""
@@ -252,15 +363,17 @@ class XTTSEngine:
             if not clip.is_file():
                 raise InvalidInput(f"The reference clip {clip} does not exist.")
         settings = self._encoding_settings()
-        key = cache_key(self.model_id or "", voice.clips, settings)
-        cached = self.latents.get(self.model_id or "", key, voice.latents_dir)
-        if cached is not None:
-            return cached
-        with self._lock, self._oom_guard("encoding the voice"):
-            latent, embedding = model.get_conditioning_latents(audio_path=[str(c) for c in voice.clips], **settings)
-            self.encode_count += 1
-        found = Conditioning(latent.cpu(), embedding.cpu())
-        self.latents.put(self.model_id or "", key, found, voice.latents_dir)
+        with self._lock:  # the model id must not change (a checkpoint swap) between lookup and encoding
+            model_id = self.model_id or ""
+            key = cache_key(model_id, voice.clips, settings)
+            cached = self.latents.get(model_id, key, voice.latents_dir)
+            if cached is not None:
+                return cached
+            with self._oom_guard("encoding the voice"):
+                latent, embedding = model.get_conditioning_latents(audio_path=[str(c) for c in voice.clips], **settings)
+                self.encode_count += 1
+            found = Conditioning(latent.cpu(), embedding.cpu())
+            self.latents.put(model_id, key, found, voice.latents_dir)
         return found
 
     # ---- synthesis -----------------------------------------------------------------------

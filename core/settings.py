@@ -67,6 +67,16 @@ class Settings:
         return self.outputs_dir / "datasets"
 
     @property
+    def finetuned_dir(self) -> Path:
+        """Imported fine-tuned model folders."""
+        return self.models_dir / "finetuned"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Checkpoint reviews: renders, blind tests, plots, imported models' samples."""
+        return self.outputs_dir / "checkpoints"
+
+    @property
     def exports_dir(self) -> Path:
         return self.outputs_dir / "exports"
 

@@ -105,7 +105,7 @@ class TTSService:
         names.extend(n for n in self.engine.speakers() if n not in names)
         return names
 
-    def _resolve_voice(self, name: str | None) -> tuple[str, VoiceSpec]:
+    def resolve_voice(self, name: str | None) -> tuple[str, VoiceSpec]:
         wanted = (name or "").strip()
         if not wanted:
             default = self.engine.default_speaker()
@@ -128,7 +128,7 @@ class TTSService:
         params = resolve_params(request.profile, **request.overrides)
         self.engine.ensure_loaded(progress)
         language = normalize_language(language, supported=self.engine.languages())
-        voice, spec = self._resolve_voice(request.voice)
+        voice, spec = self.resolve_voice(request.voice)
         chunks = split_for_synthesis(text, language, target_chars=params.chunk_chars, first_alone=request.streaming)
         status = self.engine.status()
         return PreparedRequest(
