@@ -109,6 +109,10 @@ def build(
         """Every checkpoint as JSON rows: run, step, path ('checkpoint'), losses, size, samples, scores."""
         return review.rows(_run(run))
 
+    def blind_tally() -> list[dict[str, Any]]:
+        """Blind A/B votes per model: votes, wins, losses, ties, win rate."""
+        return blind.tally()
+
     def refresh_view(run: str | None, current: str | None) -> tuple[Any, ...]:
         rows = review.rows(_run(run))
         chosen, why = review.recommendation(rows)
@@ -244,7 +248,7 @@ def build(
         )
 
     gr.api(list_checkpoints, api_name="list_checkpoints")
-    gr.api(lambda: blind.tally(), api_name="blind_tally")
+    gr.api(blind_tally, api_name="blind_tally")
     demo.load(ui_errors(refresh_view), [run_filter, picked], view_outputs, **private)
     refresh.click(ui_errors(refresh_view), [run_filter, picked], view_outputs, **private)
     run_filter.input(ui_errors(refresh_view), [run_filter, picked], view_outputs, **private)
