@@ -219,7 +219,7 @@ def test_export_loads_in_coquis_own_loader_and_reproduces_the_audio(
 
     config = XttsConfig()
     config.load_json(str(folder / "config.json"))
-    model = Xtts.init_from_config(config)
+    model = Xtts(config)
     model.load_checkpoint(config, checkpoint_dir=str(folder), eval=True)
     settings = engine._encoding_settings()
     latent, embedding = model.get_conditioning_latents(audio_path=[str(clip)], **settings)
