@@ -29,11 +29,15 @@ from core.logs import configure_logging, request_id
 from core.metrics import RequestTracker, StudioMetrics
 from core.model_files import ProgressCallback
 from core.outputs import OutputStore
+from core.rvc import RVCService
+from core.rvc_models import RVCLibrary
+from core.rvc_support import SupportFiles
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
 from core.voices import VoiceLibrary
 from tabs import checkpoints as checkpoints_tab
 from tabs import dataset as dataset_tab
+from tabs import rvc as rvc_tab
 from tabs import training as training_tab
 from tabs import tts as tts_tab
 from tabs import voices as voices_tab
@@ -66,6 +70,7 @@ class Studio:
     training: TrainingRunner
     review: CheckpointReview
     blind: BlindTests
+    rvc: RVCService
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -78,8 +83,18 @@ def create_studio(settings: Settings) -> Studio:
         zerogpu=settings.zerogpu,
     )
     voices = VoiceLibrary(settings.voices_dir, export_dir=settings.exports_dir / "voices", work_dir=settings.work_dir)
+    rvc = RVCService(
+        RVCLibrary(settings.rvc_dir),
+        SupportFiles(settings.rvc_dir / "support", hub_url=settings.hub_url),
+        OutputStore(settings.rvc_outputs_dir),
+        device=engine.device,
+    )
     service = TTSService(
-        engine, OutputStore(settings.tts_outputs_dir), max_text_chars=settings.max_text_chars, voice_sources=[voices]
+        engine,
+        OutputStore(settings.tts_outputs_dir),
+        max_text_chars=settings.max_text_chars,
+        voice_sources=[voices],
+        rvc=rvc,
     )
     gate = AdmissionGate(settings.max_queue)
     tracker = RequestTracker(gate, StudioMetrics(queue_depth=lambda: gate.depth, gpu_memory=gpu_memory))
@@ -107,7 +122,7 @@ def create_studio(settings: Settings) -> Studio:
     )
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
     datasets = DatasetBuilder(settings.datasets_dir)
-    return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind)
+    return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc)
 
 
 def start_engine(studio: Studio) -> None:
@@ -131,11 +146,14 @@ def build_app(studio: Studio) -> gr.Blocks:
             if studio.auth.enabled:
                 gr.Button("Sign out", link="logout", size="sm", scale=0, min_width=100)
         library_changed = gr.State(0)
+        rvc_changed = gr.State(0)
         with gr.Tabs():
             with gr.Tab("Text to speech", id="tts"):
-                tts_tab.build(demo, studio.tts, library_changed, studio.tracker)
+                tts_tab.build(demo, studio.tts, library_changed, studio.tracker, rvc_changed)
             with gr.Tab("Voice cloning", id="voices"):
                 voices_tab.build(demo, studio.voices, studio.tts, library_changed, studio.tracker)
+            with gr.Tab("Voice conversion", id="rvc"):
+                rvc_tab.build(demo, studio.rvc, studio.tts, rvc_changed, studio.tracker)
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab.build(demo, studio.datasets, studio.settings.whisper_model)
             with gr.Tab("Training", id="training"):

@@ -26,6 +26,8 @@ from core.auth import SESSION_COOKIE, SESSION_TTL_S, Authenticator
 from core.engine import PAUSE_SECONDS, SAMPLE_RATE
 from core.errors import Busy, ModelUnavailable, OutOfMemory, StudioError, UnknownVoice
 from core.metrics import CONTENT_TYPE_LATEST, RequestTracker, Ticket
+from core.rvc import RVCRequest
+from core.rvc_models import UnknownRVCModel
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
 
@@ -37,7 +39,7 @@ SPEECH_ROUTE = "/v1/audio/speech"
 
 
 class SpeechRequest(BaseModel):
-    """The body of ``POST /v1/audio/speech``; ``language``, ``profile``, ``rvc_model`` and ``seed`` are extensions."""
+    """The body of ``POST /v1/audio/speech``; ``language``, ``profile``, ``rvc_*`` and ``seed`` are extensions."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -49,6 +51,7 @@ class SpeechRequest(BaseModel):
     language: str | None = None
     profile: str | None = None
     rvc_model: str | None = None
+    rvc_profile: str | None = None
     seed: int | None = None
 
 
@@ -87,6 +90,8 @@ def _error_for(exc: Exception) -> tuple[JSONResponse, str]:
     """Map a core exception to an OpenAI-style response and a metrics status label."""
     if isinstance(exc, UnknownVoice):
         return openai_error(404, str(exc), code="voice_not_found", param="voice"), "client_error"
+    if isinstance(exc, UnknownRVCModel):
+        return openai_error(400, str(exc), code="rvc_model_not_found", param="rvc_model"), "client_error"
     if isinstance(exc, Busy):
         return openai_error(503, str(exc), kind="server_busy", code="queue_full", headers={"Retry-After": "2"}), "busy"
     if isinstance(exc, ModelUnavailable | OutOfMemory):
@@ -182,8 +187,6 @@ def build_router(ctx: HttpContext) -> APIRouter:
             return openai_error(
                 400, f"response_format must be one of {', '.join(CONTENT_TYPES)}.", param="response_format"
             )
-        if body.rvc_model:
-            return openai_error(400, "rvc_model is not available in this build of the studio yet.", param="rvc_model")
         try:
             ticket = ctx.tracker.start(SPEECH_ROUTE, profile)
         except Busy as exc:
@@ -208,15 +211,21 @@ def build_router(ctx: HttpContext) -> APIRouter:
         if language is None:
             spec_voice = next((v for v in ctx.voices.list() if v.name == voice), None)
             language = spec_voice.language if spec_voice is not None and spec_voice.kind == "cloned" else "en"
+        rvc = RVCRequest(body.rvc_model, profile=body.rvc_profile or "natural") if body.rvc_model else None
         request = TTSRequest(
-            text=body.input, language=language, voice=voice, profile=profile, overrides={"speed": body.speed}
+            text=body.input, language=language, voice=voice, profile=profile, overrides={"speed": body.speed}, rvc=rvc
         )
         prepared = service.prepare(request)
         return prepared, engine.conditioning(prepared.spec)
 
     def _produce(prepared: Any, conditioning: Any, ticket: Ticket) -> Iterator[np.ndarray]:
-        """Synthesise chunk by chunk (the lock is taken per chunk); the ticket ends with the stream."""
+        """Synthesise chunk by chunk (the lock is taken per chunk); the ticket ends with the stream.
+
+        With ``rvc_model`` each chunk is converted before it is sent; after a failed conversion
+        (logged) the rest of the stream is plain XTTS audio.
+        """
         status = "error"
+        rvc = prepared.rvc
         try:
             for index, chunk in enumerate(prepared.chunks):
                 audio = engine.synthesize(
@@ -226,6 +235,9 @@ def build_router(ctx: HttpContext) -> APIRouter:
                     params=prepared.params,
                     seed=prepared.seed if index == 0 else None,
                 )
+                if rvc is not None:
+                    audio, _, _, warning = service.apply_rvc(audio, rvc, rate=SAMPLE_RATE)
+                    rvc = None if warning else rvc
                 if index:
                     yield np.zeros(int(SAMPLE_RATE * PAUSE_SECONDS), dtype=np.float32)
                 ticket.audio_seconds += len(audio) / SAMPLE_RATE

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -82,12 +82,16 @@ def download_files(
     repo: str = XTTS_V2_REPO,
     progress: ProgressCallback | None = None,
     timeout: float = 30.0,
+    remote_names: Mapping[str, str] | None = None,
 ) -> Path:
-    """Fetch ``names`` from ``repo`` on the hub into ``dest``, skipping files already there."""
+    """Fetch ``names`` from ``repo`` on the hub into ``dest``, skipping files already there.
+
+    ``remote_names`` maps a local name to its path in the repository where they differ.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     todo = [name for name in names if not (dest / name).is_file()]
     for index, name in enumerate(todo):
-        url = hub_file_url(hub_url, name, repo)
+        url = hub_file_url(hub_url, (remote_names or {}).get(name, name), repo)
 
         def report(done: int, total: int | None, name: str = name, index: int = index) -> None:
             if progress is None:

@@ -59,6 +59,15 @@ class Settings:
         return self.models_dir / "cache" / "latents"
 
     @property
+    def rvc_dir(self) -> Path:
+        """RVC voice models (.pth, .index, .json records); support weights in its ``support/``."""
+        return self.models_dir / "rvc"
+
+    @property
+    def rvc_outputs_dir(self) -> Path:
+        return self.outputs_dir / "rvc"
+
+    @property
     def tts_outputs_dir(self) -> Path:
         return self.outputs_dir / "tts"
 

@@ -1,25 +1,31 @@
 """Text-to-speech requests end to end: validate, split, synthesise, save.
 
 Tabs and API routes build a :class:`TTSRequest` and call :class:`TTSService`;
-nothing here knows about Gradio.
+nothing here knows about Gradio. A request may ask for RVC as a finishing step:
+if that conversion fails, the XTTS audio is kept and the result carries a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import soxr
 
 from core.engine import SAMPLE_RATE, VoiceSpec, XTTSEngine
-from core.errors import InvalidInput, UnknownVoice
+from core.errors import InvalidInput, StudioError, UnknownVoice
 from core.languages import normalize_language
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
 from core.profiles import DEFAULT_PROFILE, SynthesisParams, resolve_params
+from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest, RVCService
 from core.text import split_for_synthesis, validate_text
+
+log = logging.getLogger(__name__)
 
 
 class VoiceSource(Protocol):
@@ -39,6 +45,7 @@ class TTSRequest:
     overrides: dict[str, float | int | None] = field(default_factory=dict)
     seed: int | None = None
     streaming: bool = False  # the first sentence gets a chunk of its own, for a quick start
+    rvc: RVCRequest | None = None  # convert the result with this RVC model afterwards
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class PreparedRequest:
     chunks: list[str]
     seed: int | None
     model: str
+    rvc: RVCRequest | None = None
 
     def metadata(self) -> dict[str, object]:
         return {
@@ -73,6 +81,7 @@ class TTSResult:
     record: OutputRecord
     chunks: list[str]
     seconds: float
+    warning: str | None = None  # set when RVC post-processing failed and the XTTS audio was kept
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class StreamPiece:
 
     audio: np.ndarray | None = None
     record: OutputRecord | None = None
+    warning: str | None = None
 
 
 class TTSService:
@@ -91,11 +101,13 @@ class TTSService:
         *,
         max_text_chars: int,
         voice_sources: list[VoiceSource] | None = None,
+        rvc: RVCService | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.max_text_chars = max_text_chars
         self.voice_sources = list(voice_sources or [])
+        self.rvc = rvc
 
     def voices(self) -> list[str]:
         """Every voice a request may name: library voices first, then built-in speakers."""
@@ -126,6 +138,11 @@ class TTSService:
         text = validate_text(request.text, max_chars=self.max_text_chars)
         language = normalize_language(request.language)
         params = resolve_params(request.profile, **request.overrides)
+        if request.rvc is not None:
+            if self.rvc is None:
+                raise InvalidInput("RVC post-processing is not available in this studio.")
+            request.rvc.params()  # a bad RVC setting or model is the request's fault: refuse it before synthesis
+            self.rvc.library.get(request.rvc.model)
         self.engine.ensure_loaded(progress)
         language = normalize_language(language, supported=self.engine.languages())
         voice, spec = self.resolve_voice(request.voice)
@@ -141,7 +158,38 @@ class TTSService:
             chunks=chunks,
             seed=request.seed,
             model=f"{status.model_dir} ({status.model_id})",
+            rvc=request.rvc,
         )
+
+    def apply_rvc(
+        self,
+        audio: np.ndarray,
+        request: RVCRequest,
+        progress: ProgressCallback | None = None,
+        *,
+        rate: int | None = None,
+    ) -> tuple[np.ndarray, int, dict[str, Any], str | None]:
+        """Convert XTTS audio with RVC; on failure keep it and say why (audio, rate, sidecar entry, warning).
+
+        ``rate`` resamples the converted audio (streams keep XTTS's rate throughout).
+        """
+        assert self.rvc is not None
+        profile = (request.profile or DEFAULT_RVC_PROFILE).strip().lower()
+        try:
+            conversion = self.rvc.convert_array(audio, SAMPLE_RATE, request, progress)
+        except Exception as exc:
+            if isinstance(exc, StudioError):
+                reason = str(exc)
+                log.warning("RVC post-processing with %s failed; keeping the XTTS audio: %s", request.model, reason)
+            else:
+                reason = f"{exc.__class__.__name__}: {exc}"
+                log.exception("RVC post-processing with %s failed; keeping the XTTS audio", request.model)
+            warning = f"RVC conversion failed, so this is the XTTS audio without it. {reason}"
+            return audio, SAMPLE_RATE, {"model": request.model, "profile": profile, "error": reason}, warning
+        converted, out_rate = conversion.audio, conversion.sample_rate
+        if rate is not None and out_rate != rate:
+            converted, out_rate = soxr.resample(converted, out_rate, rate).astype(np.float32), rate
+        return converted, out_rate, conversion.metadata(profile), None
 
     def synthesize(
         self,
@@ -166,8 +214,12 @@ class TTSService:
             progress=on_chunk,
             should_stop=should_stop,
         )
-        record = self.store.save(audio, SAMPLE_RATE, {**prepared.metadata(), "mode": "whole"})
-        return TTSResult(record, prepared.chunks, time.perf_counter() - started)
+        meta: dict[str, Any] = {**prepared.metadata(), "mode": "whole"}
+        rate, warning = SAMPLE_RATE, None
+        if prepared.rvc is not None:
+            audio, rate, meta["rvc"], warning = self.apply_rvc(audio, prepared.rvc, progress)
+        record = self.store.save(audio, rate, meta)
+        return TTSResult(record, prepared.chunks, time.perf_counter() - started, warning)
 
     def stream(
         self,
@@ -175,10 +227,16 @@ class TTSService:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[StreamPiece]:
-        """Yield audio as it is made, then a final piece with the saved file."""
+        """Yield audio as it is made, then a final piece with the saved file.
+
+        With RVC each chunk is converted as it comes and resampled to XTTS's rate; after a
+        failed conversion the rest of the stream is XTTS audio and the last piece warns.
+        """
         prepared = self.prepare(replace(request, streaming=True), progress)
         conditioning = self.engine.conditioning(prepared.spec)
         collected: list[np.ndarray] = []
+        rvc_meta: dict[str, Any] | None = None
+        warning: str | None = None
         for audio in self.engine.stream(
             prepared.chunks,
             language=prepared.language,
@@ -187,11 +245,16 @@ class TTSService:
             seed=prepared.seed,
             should_stop=should_stop,
         ):
+            if prepared.rvc is not None and warning is None and np.any(np.abs(audio) > 1e-4):  # pauses pass through
+                audio, _, rvc_meta, warning = self.apply_rvc(audio, prepared.rvc, rate=SAMPLE_RATE)
             collected.append(audio)
             yield StreamPiece(audio=audio)
         full = np.concatenate(collected) if collected else np.zeros(0, dtype=np.float32)
-        record = self.store.save(full, SAMPLE_RATE, {**prepared.metadata(), "mode": "stream"})
-        yield StreamPiece(record=record)
+        meta: dict[str, Any] = {**prepared.metadata(), "mode": "stream"}
+        if rvc_meta is not None:
+            meta["rvc"] = rvc_meta
+        record = self.store.save(full, SAMPLE_RATE, meta)
+        yield StreamPiece(record=record, warning=warning)
 
 
 def history_rows(records: list[OutputRecord]) -> list[list[object]]:

@@ -14,6 +14,7 @@ import gradio as gr
 
 from core.errors import StudioError
 from core.model_files import ProgressCallback
+from core.rvc import DEFAULT_RVC_PROFILE, F0_METHODS, RANGES, RVC_PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,42 @@ class StopSwitches:
             flag = self._flags.get(self._key(request))
         if flag is not None:
             flag.set()
+
+
+RVC_PARAM_NAMES = ("pitch", "f0_method", "index_rate", "filter_radius", "resample_sr", "rms_mix_rate", "protect")
+RESAMPLE_CHOICES = [
+    ("model's own rate", 0),
+    *((f"{rate:,} Hz", rate) for rate in (16000, 22050, 24000, 32000, 40000, 44100, 48000)),
+]
+
+
+def rvc_param_widgets(prefix: str) -> list[gr.components.Component]:
+    """The RVC parameter widgets, in :data:`RVC_PARAM_NAMES` order, starting at the default profile."""
+    start = RVC_PROFILES[DEFAULT_RVC_PROFILE]
+
+    def slider(name: str, label: str, step: float, info: str) -> gr.Slider:
+        low, high = RANGES[name]
+        elem_id = f"{prefix}-{name.replace('_', '-')}"
+        return gr.Slider(low, high, value=getattr(start, name), step=step, label=label, info=info, elem_id=elem_id)
+
+    return [
+        slider("pitch", "Pitch shift (semitones)", 1, "+12 is an octave up (e.g. a male voice into a female model)."),
+        gr.Dropdown(
+            list(F0_METHODS),
+            value=start.f0_method,
+            label="f0 method",
+            elem_id=f"{prefix}-f0-method",
+            info="rmvpe: best overall; fcpe: fast; pm/harvest/dio: classic, CPU-friendly; crepe: smooth, slow.",
+        ),
+        slider("index_rate", "Index rate", 0.01, "How much of the model's own timbre (from its .index) to use."),
+        slider("filter_radius", "Filter radius", 1, "Median filter on the pitch curve (3+ smooths breathy noise)."),
+        gr.Dropdown(RESAMPLE_CHOICES, value=0, label="Resample output to", elem_id=f"{prefix}-resample-sr"),
+        slider("rms_mix_rate", "RMS mix rate", 0.01, "1 keeps the converted loudness; lower follows the input's."),
+        slider("protect", "Protect", 0.01, "Keeps breaths and consonants unconverted; 0.5 turns it off."),
+    ]
+
+
+def rvc_profile_values(name: str) -> list[object]:
+    """Widget values for an RVC profile, in :data:`RVC_PARAM_NAMES` order."""
+    params = RVC_PROFILES.get(name, RVC_PROFILES[DEFAULT_RVC_PROFILE])
+    return [getattr(params, field) for field in RVC_PARAM_NAMES]

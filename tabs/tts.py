@@ -12,8 +12,17 @@ from core import languages
 from core.engine import SAMPLE_RATE
 from core.metrics import RequestTracker
 from core.profiles import DEFAULT_PROFILE, PROFILES, RANGES, SynthesisParams
+from core.rvc import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest
 from core.tts import TTSRequest, TTSService, history_rows
-from tabs.common import GPU, StopSwitches, progress_callback, ui_errors
+from tabs.common import (
+    GPU,
+    RVC_PARAM_NAMES,
+    StopSwitches,
+    progress_callback,
+    rvc_param_widgets,
+    rvc_profile_values,
+    ui_errors,
+)
 
 HISTORY_SIZE = 20
 HISTORY_HEADERS = ["Created", "Voice", "Language", "Text", "Seconds"]
@@ -30,10 +39,17 @@ def _counter(text: str | None, limit: int) -> str:
     return f"{count:,} / {limit:,} characters{flag}"
 
 
-def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, tracker: RequestTracker) -> None:
+def build(
+    demo: gr.Blocks,
+    service: TTSService,
+    library_changed: gr.State,
+    tracker: RequestTracker,
+    rvc_changed: gr.State | None = None,
+) -> None:
     """Build the tab inside ``demo``'s current context and wire its events.
 
-    ``library_changed`` changes whenever the voice library does; the voice list follows it.
+    ``library_changed`` changes whenever the voice library does; the voice list follows it,
+    and the RVC model list follows ``rvc_changed``.
     GPU work is admitted through ``tracker``, the queue the HTTP API shares.
     """
     limit = service.max_text_chars
@@ -84,6 +100,12 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
                     10,
                     "Text is spoken in chunks up to this long (capped per language).",
                 )
+            with gr.Accordion("RVC voice conversion", open=False, visible=service.rvc is not None):
+                rvc_enabled = gr.Checkbox(label="Convert the result with RVC", value=False, elem_id="tts-rvc-enabled")
+                with gr.Row():
+                    rvc_model = gr.Dropdown(label="RVC model", choices=[], value=None, elem_id="tts-rvc-model")
+                    rvc_profile = gr.Radio(list(RVC_PROFILES), value=DEFAULT_RVC_PROFILE, label="RVC profile")
+                rvc_params = rvc_param_widgets("tts-rvc")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary")
                 stream = gr.Button("Stream")
@@ -105,12 +127,30 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
         history_paths = gr.State([])
 
     sliders = [temperature, top_p, top_k, repetition_penalty, length_penalty, speed, chunk_chars]
-    inputs = [text, language, voice, profile, *sliders]
+    rvc_inputs = [rvc_enabled, rvc_model, rvc_profile, *rvc_params]
+    inputs = [text, language, voice, profile, *sliders, *rvc_inputs]
 
-    def request_from(text: str, language: str, voice: str | None, profile: str, *values: float) -> TTSRequest:
+    def request_from(
+        text: str, language: str, voice: str | None, profile: str, values: list[float], rvc: list[object]
+    ) -> TTSRequest:
         names = ["temperature", "top_p", "top_k", "repetition_penalty", "length_penalty", "speed", "chunk_chars"]
+        enabled, model, rvc_profile_name, *overrides = rvc
+        rvc_request = None
+        if enabled:
+            if not model:
+                raise gr.Error("Choose an RVC model, or untick 'Convert the result with RVC'.")
+            rvc_request = RVCRequest(
+                str(model),
+                profile=str(rvc_profile_name or DEFAULT_RVC_PROFILE),
+                overrides=dict(zip(RVC_PARAM_NAMES, overrides, strict=True)),
+            )
         return TTSRequest(
-            text=text, language=language, voice=voice, profile=profile, overrides=dict(zip(names, values, strict=True))
+            text=text,
+            language=language,
+            voice=voice,
+            profile=profile,
+            overrides=dict(zip(names, values, strict=True)),
+            rvc=rvc_request,
         )
 
     @ui_errors
@@ -126,26 +166,38 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
         length_penalty: float | None = None,
         speed: float | None = None,
         chunk_chars: int | None = None,
+        rvc: bool = False,
+        rvc_model: str | None = None,
+        rvc_profile: str = DEFAULT_RVC_PROFILE,
+        rvc_pitch: int | None = None,
+        rvc_f0_method: str | None = None,
+        rvc_index_rate: float | None = None,
+        rvc_filter_radius: int | None = None,
+        rvc_resample_sr: int | None = None,
+        rvc_rms_mix_rate: float | None = None,
+        rvc_protect: float | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> str:
-        """Speak `text` and return the WAV file (also saved under outputs/ with a JSON sidecar)."""
+        """Speak `text` and return the WAV file (also saved under outputs/ with a JSON sidecar).
+
+        With `rvc` set, the result is converted with `rvc_model`; if that fails the XTTS audio
+        comes back with a warning.
+        """
         tts_request = request_from(
             text,
             language,
             voice,
             profile,
-            temperature,
-            top_p,
-            top_k,
-            repetition_penalty,
-            length_penalty,
-            speed,
-            chunk_chars,
-        )
+            [temperature, top_p, top_k, repetition_penalty, length_penalty, speed, chunk_chars],
+            [rvc, rvc_model, rvc_profile, rvc_pitch, rvc_f0_method, rvc_index_rate, rvc_filter_radius,
+             rvc_resample_sr, rvc_rms_mix_rate, rvc_protect],
+        )  # fmt: skip
         with tracker.track("ui_synthesize", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             result = service.synthesize(tts_request, progress_callback(progress), should_stop)
             ticket.audio_seconds = float(result.record.meta["duration_s"])
+        if result.warning:
+            gr.Warning(result.warning)
         chunks = len(result.chunks)
         plural = "s" if chunks != 1 else ""
         gr.Info(
@@ -166,6 +218,16 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
         length_penalty: float | None = None,
         speed: float | None = None,
         chunk_chars: int | None = None,
+        rvc: bool = False,
+        rvc_model: str | None = None,
+        rvc_profile: str = DEFAULT_RVC_PROFILE,
+        rvc_pitch: int | None = None,
+        rvc_f0_method: str | None = None,
+        rvc_index_rate: float | None = None,
+        rvc_filter_radius: int | None = None,
+        rvc_resample_sr: int | None = None,
+        rvc_rms_mix_rate: float | None = None,
+        rvc_protect: float | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[tuple[object, object]]:
@@ -175,14 +237,10 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
             language,
             voice,
             profile,
-            temperature,
-            top_p,
-            top_k,
-            repetition_penalty,
-            length_penalty,
-            speed,
-            chunk_chars,
-        )
+            [temperature, top_p, top_k, repetition_penalty, length_penalty, speed, chunk_chars],
+            [rvc, rvc_model, rvc_profile, rvc_pitch, rvc_f0_method, rvc_index_rate, rvc_filter_radius,
+             rvc_resample_sr, rvc_rms_mix_rate, rvc_protect],
+        )  # fmt: skip
         with tracker.track("ui_stream", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             for piece in service.stream(tts_request, progress_callback(progress), should_stop):
                 if piece.audio is not None:
@@ -190,6 +248,8 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
                     pcm = (np.clip(piece.audio, -1.0, 1.0) * 32767).astype(np.int16)
                     yield (SAMPLE_RATE, pcm), gr.skip()
                 elif piece.record is not None:
+                    if piece.warning:
+                        gr.Warning(piece.warning)
                     yield gr.skip(), str(piece.record.wav)
 
     def apply_profile(name: str) -> list[float]:
@@ -224,6 +284,14 @@ def build(demo: gr.Blocks, service: TTSService, library_changed: gr.State, track
         keep = current if current in choices else service.engine.default_speaker()
         return service.engine.status().message, gr.Dropdown(choices=choices, value=keep)
 
+    def refresh_rvc(current: str | None) -> gr.Dropdown:
+        names = service.rvc.library.names() if service.rvc is not None else []
+        return gr.Dropdown(choices=names, value=current if current in names else (names[0] if names else None))
+
+    rvc_profile.change(rvc_profile_values, rvc_profile, rvc_params, api_visibility="private", queue=False)
+    demo.load(refresh_rvc, rvc_model, rvc_model, api_visibility="private")
+    if rvc_changed is not None:
+        rvc_changed.change(refresh_rvc, rvc_model, rvc_model, api_visibility="private")
     text.change(lambda t: _counter(t, limit), text, counter, api_visibility="private", queue=False)
     profile.change(apply_profile, profile, sliders, api_visibility="private", queue=False)
     refresh_voices.click(refresh, voice, [status, voice], api_visibility="private")

@@ -31,6 +31,12 @@ def tiny_kit() -> Path:
 
 
 @pytest.fixture(scope="session")
+def rvc_kit(tiny_kit: Path) -> Path:
+    """Tiny RVC voice models, indexes and support weights (``support/``) in RVC's formats."""
+    return tiny_kit / "rvc"
+
+
+@pytest.fixture(scope="session")
 def tiny_xtts(tiny_kit: Path) -> Path:
     return tiny_kit / "xtts"
 

@@ -13,6 +13,15 @@ The stop token's logit is pushed far down so random weights never emit it and
 ``gpt_max_audio_tokens`` bounds every generation: each chunk is the same length
 (about 4.5 s of audio), which keeps timings in tests and benchmarks comparable.
 
+The RVC folder (``OUT_DIR/rvc``) holds what the RVC engine reads, each in the
+format RVC itself writes: voice models ``tiny_v1_40k.pth`` ... ``tiny_v2_48k.pth``
+(``{"weight": half-precision state dict without enc_q, "config": [...], "info",
+"sr", "f0", "version"}`` with tiny channel counts), faiss IVF-Flat indexes
+``tiny_v1.index`` / ``tiny_v2.index`` over random 256/768-dim features, and
+``support/`` with a fairseq ``hubert_base.pt`` (one 768-wide layer, a 256-dim
+``final_proj``, the real 320x feature stride) and ``rmvpe.pt``, whose network the
+loader builds at full size (so the file is 181 MB of random half-precision weights).
+
 A ``.complete`` marker holds a hash of this script: the output is reused when
 the script has not changed, and rebuilt when it has.
 """
@@ -141,6 +150,92 @@ def build_xtts(out: Path) -> None:
     torch.save(torch.ones(80) * 0.5, out / "mel_stats.pth")
 
 
+RVC_DIMS = {"v1": 256, "v2": 768}
+# The upsampling product is the hop (10 ms of output), as in RVC's own configs for these rates.
+RVC_UPSAMPLING = {40000: ([10, 10, 2, 2], [16, 16, 4, 4]), 48000: ([12, 10, 2, 2], [24, 20, 4, 4])}
+
+
+def rvc_config(sample_rate: int) -> list[object]:
+    """RVC's 18-entry synthesizer config with tiny channel counts (inter, hidden, filter = 16, 16, 32; 1 layer)."""
+    rates, kernels = RVC_UPSAMPLING[sample_rate]
+    return [1025, 32, 16, 16, 32, 2, 1, 3, 0, "1", [3], [[1, 3, 5]], rates, 32, kernels, 1, 16, sample_rate]
+
+
+def build_rvc(out: Path) -> None:
+    """RVC voice models, indexes and the support weights (HuBERT, RMVPE) in their real formats."""
+    from collections import OrderedDict
+
+    import faiss
+    import numpy as np
+    import torch
+    from fairseq.data.dictionary import Dictionary
+    from fairseq.models.hubert.hubert import HubertConfig, HubertModel
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+    from omegaconf import OmegaConf
+    from tts_with_rvc.infer.lib.infer_pack.models import SynthesizerTrnMs256NSFsid, SynthesizerTrnMs768NSFsid
+    from tts_with_rvc.infer.lib.rmvpe import E2E
+
+    torch.manual_seed(SEED)
+    support = out / "support"
+    support.mkdir(parents=True)
+    for version, net_class in (("v1", SynthesizerTrnMs256NSFsid), ("v2", SynthesizerTrnMs768NSFsid)):
+        for rate in RVC_UPSAMPLING:
+            config = rvc_config(rate)
+            net = net_class(*config, is_half=False)
+            weight = OrderedDict((k, v.half()) for k, v in net.state_dict().items() if "enc_q" not in k)
+            checkpoint = OrderedDict(
+                weight=weight, config=config, info="0epoch", sr=f"{rate // 1000}k", f0=1, version=version
+            )
+            torch.save(checkpoint, out / f"tiny_{version}_{rate // 1000}k.pth")
+        features = np.random.default_rng(SEED).standard_normal((400, RVC_DIMS[version])).astype("float32")
+        index = faiss.index_factory(RVC_DIMS[version], "IVF8,Flat")
+        faiss.extract_index_ivf(index).nprobe = 1
+        index.train(features)
+        index.add(features)
+        faiss.write_index(index, str(out / f"tiny_{version}.index"))
+
+    model_cfg = HubertConfig(
+        label_rate=50,
+        encoder_layers=1,
+        encoder_embed_dim=768,
+        encoder_ffn_embed_dim=64,
+        encoder_attention_heads=2,
+        final_dim=256,
+        conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+        conv_pos=16,
+        conv_pos_groups=16,
+    )
+    task_cfg = HubertPretrainingConfig(data="", labels=["km"], label_dir=None, sample_rate=16000)
+    labels = Dictionary()
+    for unit in range(8):
+        labels.add_symbol(str(unit))
+    hubert = HubertModel(model_cfg, task_cfg, [labels])
+    cfg = {
+        "_name": None,
+        "common": {},
+        "model": {**OmegaConf.to_container(OmegaConf.structured(model_cfg), enum_to_str=True), "_name": "hubert"},
+        "task": {
+            **OmegaConf.to_container(OmegaConf.structured(task_cfg), enum_to_str=True),
+            "_name": "hubert_pretraining",
+        },
+    }
+    history = [{"criterion_name": "hubert", "optimizer_name": "adam", "lr_scheduler_state": {}, "num_updates": 0}]
+    torch.save(
+        {
+            "args": None,
+            "cfg": cfg,
+            "model": hubert.state_dict(),
+            "task_state": {"dictionaries": [labels]},
+            "optimizer_history": history,
+            "extra_state": {"train_iterator": None},
+            "last_optimizer_state": None,
+        },
+        support / "hubert_base.pt",
+    )
+    rmvpe = E2E(4, 1, (2, 2))
+    torch.save({k: v.half() for k, v in rmvpe.state_dict().items()}, support / "rmvpe.pt")
+
+
 def build(out_dir: Path) -> Path:
     """Build the kit into ``out_dir`` unless an identical one is already there."""
     marker = out_dir / ".complete"
@@ -150,10 +245,12 @@ def build(out_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".kit-", dir=out_dir))
     try:
         build_xtts(staging / "xtts")
-        target = out_dir / "xtts"
-        if target.exists():
-            shutil.rmtree(target)
-        (staging / "xtts").rename(target)
+        build_rvc(staging / "rvc")
+        for part in ("xtts", "rvc"):
+            target = out_dir / part
+            if target.exists():
+                shutil.rmtree(target)
+            (staging / part).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     marker.write_text(kit_hash())
