@@ -26,7 +26,7 @@ from core.auth import SESSION_COOKIE, SESSION_TTL_S, Authenticator
 from core.engine import PAUSE_SECONDS, SAMPLE_RATE
 from core.errors import Busy, ModelUnavailable, OutOfMemory, StudioError, UnknownVoice
 from core.metrics import CONTENT_TYPE_LATEST, RequestTracker, Ticket
-from core.rvc import RVCRequest
+from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest
 from core.rvc_models import UnknownRVCModel
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
@@ -211,7 +211,7 @@ def build_router(ctx: HttpContext) -> APIRouter:
         if language is None:
             spec_voice = next((v for v in ctx.voices.list() if v.name == voice), None)
             language = spec_voice.language if spec_voice is not None and spec_voice.kind == "cloned" else "en"
-        rvc = RVCRequest(body.rvc_model, profile=body.rvc_profile or "natural") if body.rvc_model else None
+        rvc = RVCRequest(body.rvc_model, profile=body.rvc_profile or DEFAULT_RVC_PROFILE) if body.rvc_model else None
         request = TTSRequest(
             text=body.input, language=language, voice=voice, profile=profile, overrides={"speed": body.speed}, rvc=rvc
         )

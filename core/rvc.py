@@ -154,6 +154,7 @@ def _import_engine() -> Any:
     finally:
         root.setLevel(level)
         root.handlers[:] = handlers
+    logging.getLogger("fairseq").setLevel(logging.WARNING)  # it logs whole model configs at INFO
     return modules, pipeline, F0Extractor, RuntimeConfig
 
 

@@ -18,6 +18,7 @@ is picked up if it is named ``<name>.index`` or, as RVC's trainer names it,
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic
-from core.errors import InvalidInput
+from core.errors import InvalidInput, StudioError
 
 log = logging.getLogger(__name__)
 
@@ -340,9 +341,14 @@ class RVCLibrary:
             staged: list[tuple[Path, Path]] = [(pth_file, self.root / f"{final}.pth")]
             if index_file and index is not None:
                 staged.insert(0, (Path(index_file), index))
-            for source, target in staged:
-                _copy_atomic(source, target)
-            info = self._write_record(self.root / f"{final}.pth", found, index, vectors)
+            try:
+                for source, target in staged:
+                    _copy_atomic(source, target)
+                info = self._write_record(self.root / f"{final}.pth", found, index, vectors)
+            except BaseException:
+                for _, target in staged:  # nothing half-added stays behind
+                    target.unlink(missing_ok=True)
+                raise
         log.info("added RVC model %s (%s)", final, info.describe())
         return info
 
@@ -384,6 +390,11 @@ def _copy_atomic(source: Path, target: Path) -> None:
     try:
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StudioError(f"The disk is full: could not copy {source.name} into {target.parent}.") from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
