@@ -213,7 +213,13 @@ def build_router(ctx: HttpContext) -> APIRouter:
             language = spec_voice.language if spec_voice is not None and spec_voice.kind == "cloned" else "en"
         rvc = RVCRequest(body.rvc_model, profile=body.rvc_profile or DEFAULT_RVC_PROFILE) if body.rvc_model else None
         request = TTSRequest(
-            text=body.input, language=language, voice=voice, profile=profile, overrides={"speed": body.speed}, rvc=rvc
+            text=body.input,
+            language=language,
+            voice=voice,
+            profile=profile,
+            overrides={"speed": body.speed},
+            rvc=rvc,
+            seed=body.seed,
         )
         prepared = service.prepare(request)
         return prepared, engine.conditioning(prepared.spec)

@@ -100,6 +100,9 @@ def build(
                     10,
                     "Text is spoken in chunks up to this long (capped per language).",
                 )
+                seed = gr.Number(
+                    label="Seed", value=None, precision=0, info="Empty: random. The same seed repeats the same take."
+                )
             with gr.Accordion("RVC voice conversion", open=False, visible=service.rvc is not None):
                 rvc_enabled = gr.Checkbox(label="Convert the result with RVC", value=False, elem_id="tts-rvc-enabled")
                 with gr.Row():
@@ -128,11 +131,12 @@ def build(
 
     sliders = [temperature, top_p, top_k, repetition_penalty, length_penalty, speed, chunk_chars]
     rvc_inputs = [rvc_enabled, rvc_model, rvc_profile, *rvc_params]
-    inputs = [text, language, voice, profile, *sliders, *rvc_inputs]
+    inputs = [text, language, voice, profile, *sliders, *rvc_inputs, seed]
 
     def request_from(
-        text: str, language: str, voice: str | None, profile: str, values: list[float], rvc: list[object]
-    ) -> TTSRequest:
+        text: str, language: str, voice: str | None, profile: str, values: list[float], rvc: list[object],
+        seed: float | None = None,
+    ) -> TTSRequest:  # fmt: skip
         names = ["temperature", "top_p", "top_k", "repetition_penalty", "length_penalty", "speed", "chunk_chars"]
         enabled, model, rvc_profile_name, *overrides = rvc
         rvc_request = None
@@ -151,6 +155,7 @@ def build(
             profile=profile,
             overrides=dict(zip(names, values, strict=True)),
             rvc=rvc_request,
+            seed=None if seed is None else int(seed),
         )
 
     @ui_errors
@@ -176,6 +181,7 @@ def build(
         rvc_resample_sr: int | None = None,
         rvc_rms_mix_rate: float | None = None,
         rvc_protect: float | None = None,
+        seed: float | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> str:
@@ -192,6 +198,7 @@ def build(
             [temperature, top_p, top_k, repetition_penalty, length_penalty, speed, chunk_chars],
             [rvc, rvc_model, rvc_profile, rvc_pitch, rvc_f0_method, rvc_index_rate, rvc_filter_radius,
              rvc_resample_sr, rvc_rms_mix_rate, rvc_protect],
+            seed,
         )  # fmt: skip
         with tracker.track("ui_synthesize", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             result = service.synthesize(tts_request, progress_callback(progress), should_stop)
@@ -228,6 +235,7 @@ def build(
         rvc_resample_sr: int | None = None,
         rvc_rms_mix_rate: float | None = None,
         rvc_protect: float | None = None,
+        seed: float | None = None,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[tuple[object, object]]:
@@ -240,6 +248,7 @@ def build(
             [temperature, top_p, top_k, repetition_penalty, length_penalty, speed, chunk_chars],
             [rvc, rvc_model, rvc_profile, rvc_pitch, rvc_f0_method, rvc_index_rate, rvc_filter_radius,
              rvc_resample_sr, rvc_rms_mix_rate, rvc_protect],
+            seed,
         )  # fmt: skip
         with tracker.track("ui_stream", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             for piece in service.stream(tts_request, progress_callback(progress), should_stop):

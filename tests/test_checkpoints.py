@@ -319,18 +319,21 @@ def test_the_app_loads_a_checkpoint_votes_persist_and_the_browser_plays_and_vote
         assert {Path(r["checkpoint"]).suffix for r in rows} == {".pt", ".pth"}
         best = next(r["checkpoint"] for r in rows if r["best"])
 
-        def tts_tab_model() -> str:
-            """The model the TTS tab's output was made with, from its sidecar."""
-            client.predict(text="The studio speaks.", language="en", api_name="/synthesize")
+        def tts_tab() -> tuple[np.ndarray, str]:
+            """The TTS tab's output for a fixed seed, and the model its sidecar names."""
+            wav = client.predict(text="The studio speaks.", language="en", seed=3, api_name="/synthesize")
             newest = max((data / "outputs" / "tts").rglob("*.json"), key=lambda p: p.stat().st_mtime_ns)
-            return json.loads(newest.read_text())["model"]
+            return sf.read(wav)[0], json.loads(newest.read_text())["model"]
 
-        base_model = tts_tab_model()
+        first, base_model = tts_tab()
         client.predict(best, api_name="/load_checkpoint")
         assert "fine-tuned" in client.predict(api_name="/model_status")["message"]
-        tuned_model = tts_tab_model()
+        second, tuned_model = tts_tab()
         client.predict(api_name="/back_to_base")
-        assert tts_tab_model() == base_model != tuned_model
+        third, back_model = tts_tab()
+        assert back_model == base_model != tuned_model
+        np.testing.assert_array_equal(first, third)
+        assert len(first) != len(second) or not np.array_equal(first, second)
         exported = client.predict(best, api_name="/export_checkpoint")
         assert Path(exported).suffix == ".zip"
 

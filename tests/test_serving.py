@@ -80,6 +80,14 @@ def test_streaming_sends_audio_before_the_whole_input_is_spoken(api_app: dict) -
     assert first < total * 0.5
 
 
+def test_the_seed_extension_repeats_the_same_take(api_app: dict) -> None:
+    body = {"model": "tts-1", "voice": "alloy", "input": "Say it the same way.", "response_format": "pcm"}
+    takes = [httpx.post(api_app["url"] + "v1/audio/speech", json={**body, "seed": 5}, timeout=120) for _ in range(2)]
+    other = httpx.post(api_app["url"] + "v1/audio/speech", json={**body, "seed": 6}, timeout=120)
+    assert takes[0].status_code == takes[1].status_code == other.status_code == 200
+    assert takes[0].content == takes[1].content != other.content
+
+
 def test_cloned_and_mapped_voices(oai: openai.OpenAI, api_app: dict) -> None:
     direct = oai.audio.speech.create(model="tts-1", voice="Narrator", input="By name.", response_format="wav")
     mapped = oai.audio.speech.create(model="tts-1", voice="nova", input="By alias.", response_format="wav")
