@@ -69,12 +69,17 @@ def resolve_params(profile: str | None = None, **overrides: float | int | None) 
     for key, value in overrides.items():
         if value is None:
             continue
-        low, high = RANGES[key]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{key} must be a number, got '{value}'.") from None
-        if not low <= number <= high:
-            raise InvalidInput(f"{key} must be between {low:g} and {high:g}, got {number:g}.")
-        changes[key] = round(number) if key in ("top_k", "chunk_chars") else number
+        changes[key] = checked_number(key, value, RANGES[key], integer=key in ("top_k", "chunk_chars"))
     return replace(PROFILES[name], **changes)
+
+
+def checked_number(key: str, value: object, bounds: tuple[float, float], *, integer: bool) -> float | int:
+    """``value`` as a number within ``bounds`` (rounded when ``integer``), or :class:`InvalidInput` naming ``key``."""
+    low, high = bounds
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{key} must be a number, got '{value}'.") from None
+    if not low <= number <= high:
+        raise InvalidInput(f"{key} must be between {low:g} and {high:g}, got {number:g}.")
+    return round(number) if integer else number

@@ -31,6 +31,7 @@ from core.audio import decode
 from core.errors import InvalidInput, OutOfMemory
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
+from core.profiles import checked_number
 from core.rvc_models import RVCLibrary, RVCModelInfo
 from core.rvc_support import SupportFiles, files_for
 
@@ -97,14 +98,7 @@ def resolve_rvc_params(profile: str | None = None, **overrides: Any) -> RVCParam
                 raise InvalidInput(f"Unknown f0 method '{value}'. Choose one of: {', '.join(F0_METHODS)}.")
             changes[key] = method
             continue
-        low, high = RANGES[key]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{key} must be a number, got '{value}'.") from None
-        if not low <= number <= high:
-            raise InvalidInput(f"{key} must be between {low:g} and {high:g}, got {number:g}.")
-        changes[key] = round(number) if key in _INTEGERS else number
+        changes[key] = checked_number(key, value, RANGES[key], integer=key in _INTEGERS)
     params = replace(RVC_PROFILES[name], **changes)
     if 0 < params.resample_sr < 16000:
         raise InvalidInput("resample_sr is 0 (keep the model's rate) or between 16000 and 48000 Hz.")

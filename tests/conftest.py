@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 from core.engine import XTTSEngine  # noqa: E402
 from tests import make_tiny_models  # noqa: E402
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 KIT_CACHE = Path(os.environ.get("XTTS_STUDIO_TEST_CACHE", Path.home() / ".cache" / "xtts-studio-tests")) / "tiny-models"
 
@@ -123,6 +127,32 @@ def live_app(tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     args = ("--model-dir", str(tiny_xtts), "--whisper-model", whisper)
     with running_app(tmp_path_factory.mktemp("app"), *args) as app:
         yield app
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@contextlib.contextmanager
+def browser_page(url: str, chromium_path: str) -> Iterator[Page]:
+    """A headless Debian Chromium page opened at ``url`` (closed afterwards)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="session")

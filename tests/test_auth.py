@@ -10,12 +10,10 @@ import httpx
 import openai
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from core import auth as auth_module
 from core.auth import Authenticator
-from tests.conftest import running_app
-from tests.test_browser import CHROMIUM_ARGS
+from tests.conftest import browser_page, running_app
 
 KEY = "sk-test-12345678"
 
@@ -62,10 +60,7 @@ def test_gradio_api_needs_the_key_too(locked_app: dict) -> None:
 def test_login_page_then_the_studio(locked_app: dict, chromium_path: str) -> None:
     url = locked_app["url"]
     assert httpx.get(url, follow_redirects=False).status_code == 303
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(url)
+    with browser_page(url, chromium_path) as page:
         assert page.url.endswith("/login")
         page.get_by_label("User").fill("admin")
         page.get_by_label("Password or API key").fill("wrong")
@@ -76,7 +71,6 @@ def test_login_page_then_the_studio(locked_app: dict, chromium_path: str) -> Non
         page.get_by_role("button", name="Sign in").click()
         page.get_by_label("Text", exact=True).wait_for(timeout=30_000)
         page.get_by_role("tab", name="Voice cloning").wait_for()
-        browser.close()
 
 
 def test_authenticator_sessions_and_keys(monkeypatch: pytest.MonkeyPatch) -> None:

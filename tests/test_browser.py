@@ -9,28 +9,16 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+from tests.conftest import browser_page
 
 
 @pytest.fixture(scope="module")
 def page(live_app: dict, chromium_path: str) -> Iterator[Page]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(live_app["url"])
+    with browser_page(live_app["url"], chromium_path) as page:
         page.get_by_label("Text", exact=True).wait_for()
         yield page
-        browser.close()
 
 
 def fetch_wav(page: Page, url: str) -> tuple[int, int]:

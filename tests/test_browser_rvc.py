@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
-from tests.conftest import speak
-from tests.test_browser import CHROMIUM_ARGS, fetch_wav
+from tests.conftest import browser_page, speak
+from tests.test_browser import fetch_wav
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +21,9 @@ def page(live_app: dict, rvc_kit: Path, chromium_path: str) -> Iterator[Page]:
     for name in ("hubert_base.pt", "rmvpe.pt"):  # the support weights, linked rather than copied
         if not (support / name).exists():
             os.symlink(rvc_kit / "support" / name, support / name)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(live_app["url"])
+    with browser_page(live_app["url"], chromium_path) as page:
         page.get_by_label("Text", exact=True).wait_for()
         yield page
-        browser.close()
 
 
 def test_upload_a_model_and_convert_a_clip(

@@ -16,13 +16,11 @@ import pytest
 import soundfile as sf
 import torch
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from core.engine import VoiceSpec, XTTSEngine
 from core.errors import InvalidInput
 from core.profiles import PROFILES
-from tests.conftest import running_app, speak
-from tests.test_browser import CHROMIUM_ARGS
+from tests.conftest import browser_page, running_app, speak
 from tests.test_training import config_for, make_dataset
 from train import checkpoint_export
 from train.blind_test import BlindTests
@@ -337,11 +335,7 @@ def test_the_app_loads_a_checkpoint_votes_persist_and_the_browser_plays_and_vote
         exported = client.predict(best, api_name="/export_checkpoint")
         assert Path(exported).suffix == ".zip"
 
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(app["url"])
+        with browser_page(app["url"], chromium_path) as page:
             page.get_by_role("tab", name="Checkpoints").click()
             sample = page.locator("#ck-sample-0")
             sample.get_by_role("button", name="Play", exact=True).click()
@@ -354,7 +348,6 @@ def test_the_app_loads_a_checkpoint_votes_persist_and_the_browser_plays_and_vote
             page.locator("#vote-b").click()
             page.locator("#ab-reveal").get_by_text("A was").wait_for()
             page.locator("#ab-tally").get_by_text("base model").wait_for()
-            browser.close()
     with running_app(data, *args) as app:  # a restarted studio still knows the vote
         tally = Client(app["url"], verbose=False).predict(api_name="/blind_tally")
         assert {r["model"] for r in tally} >= {"base model"} and sum(r["votes"] for r in tally) == 2

@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from core import atomic
+from core import atomic, plots
 from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frames
 from core.errors import Cancelled, InvalidInput
 from core.languages import CHAR_LIMITS
@@ -358,28 +358,19 @@ def _read_edits(target: Path) -> dict[str, dict[str, Any]]:
 
 
 def _plots(target: Path, clips: Sequence[ClipRecord]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     for name, attribute, label in (
         ("lengths.png", "duration", "clip length (s)"),
         ("snr.png", "snr_db", "estimated SNR (dB)"),
     ):
         every = [getattr(c, attribute) for c in clips]
         kept = [getattr(c, attribute) for c in clips if c.reason is None]
-        fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+        fig, ax = plots.subplots(size=(5, 3))
         ax.hist(every, bins=20, color="#c7c7e8", label="all")
         ax.hist(kept, bins=20, color="#5b5bd6", label="kept")
         ax.set_xlabel(label)
         ax.set_ylabel("clips")
         ax.legend()
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        atomic.write_bytes(target / "plots" / name, buffer.getvalue())
+        plots.save_png(fig, target / "plots" / name)
 
 
 # ---- the clip table the user reviews ---------------------------------------------------------

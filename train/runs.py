@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import atomic
+from core import atomic, plots
 from core.errors import InvalidInput
 
 ACTIVE = ("queued", "running")
@@ -186,14 +186,7 @@ class RunStore:
         fingerprint = f"{len(rows)}:{rows[-1]['step']}:{rows[-1]['value']}"
         if target.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
             return target
-        import io
-
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+        fig, ax = plots.subplots()
         for label in LOSS_TAGS.values():
             points = [(r["step"], r["value"]) for r in rows if r["series"] == label and r["value"] > 0]
             if points:
@@ -203,11 +196,7 @@ class RunStore:
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        atomic.write_bytes(target, buffer.getvalue())
+        plots.save_png(fig, target)
         atomic.write_text(stamp, fingerprint)
         return target
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core import atomic
+from core import atomic, plots
 from core.audio import decode
 from train.transcribe import WHISPER_RATE, load_whisper
 
@@ -237,14 +237,7 @@ def scores_plot(rows: Sequence[dict[str, Any]], target: Path) -> Path | None:
             runs.setdefault(row["run"], []).append(row)
     if not runs:
         return None
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
+    fig, axes = plots.subplots(2, size=(8, 3))
     for run, points in runs.items():
         points = sorted(points, key=lambda r: r["step"])
         steps = [p["step"] for p in points]
@@ -259,8 +252,4 @@ def scores_plot(rows: Sequence[dict[str, Any]], target: Path) -> Path | None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic.write_bytes(target, buffer.getvalue())
+    return plots.save_png(fig, target)
