@@ -118,8 +118,9 @@ def create_studio(settings: Settings) -> Studio:
     )
     catalog = CheckpointCatalog(runs, settings.finetuned_dir, settings.checkpoints_dir)
     review = CheckpointReview(
-        catalog, engine, Scorer(settings.whisper_model), service.resolve_voice, settings.checkpoints_dir / "renders"
-    )
+        catalog, engine, Scorer(settings.whisper_model), service.resolve_voice, settings.checkpoints_dir / "renders",
+        state_file=settings.models_dir / "cache" / "active_checkpoint.json",
+    )  # fmt: skip
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
     datasets = DatasetBuilder(settings.datasets_dir)
     return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc)
@@ -133,6 +134,9 @@ def start_engine(studio: Studio) -> None:
         return
     try:
         engine.ensure_loaded()
+        restored = studio.review.restore()
+        if restored:
+            log.info("using %s again, as when the studio stopped", restored)
         if studio.settings.warmup:
             log.info("warm-up synthesis took %.1fs", engine.warm_up())
     except StudioError as exc:

@@ -193,6 +193,14 @@ def test_load_into_the_studio_and_back_swaps_only_what_changed(
         np.testing.assert_array_equal(say(engine, clip), tuned)
     assert engine.active_checkpoint is None
 
+    review.state_file = tmp_path / "active.json"  # remembered for the next start
+    review.load(checkpoint)
+    engine.activate(None)  # as a restarted studio starts
+    assert review.restore() == review.catalog.get(checkpoint).label and engine.active_checkpoint == Path(checkpoint)
+    review.state_file.write_text(json.dumps({"checkpoint": str(tmp_path / "gone.pth"), "base": str(engine.model_dir)}))
+    engine.activate(None)
+    assert review.restore() is None and engine.active_checkpoint is None and not review.state_file.exists()
+
 
 def test_export_loads_in_coquis_own_loader_and_reproduces_the_audio(
     trained: Path, tmp_path: Path, engine: XTTSEngine
@@ -334,6 +342,7 @@ def test_the_app_loads_a_checkpoint_votes_persist_and_the_browser_plays_and_vote
         assert len(first) != len(second) or not np.array_equal(first, second)
         exported = client.predict(best, api_name="/export_checkpoint")
         assert Path(exported).suffix == ".zip"
+        client.predict(best, api_name="/load_checkpoint")  # still loaded when the studio restarts
 
         with browser_page(app["url"], chromium_path) as page:
             page.get_by_role("tab", name="Checkpoints").click()
@@ -349,5 +358,7 @@ def test_the_app_loads_a_checkpoint_votes_persist_and_the_browser_plays_and_vote
             page.locator("#ab-reveal").get_by_text("A was").wait_for()
             page.locator("#ab-tally").get_by_text("base model").wait_for()
     with running_app(data, *args) as app:  # a restarted studio still knows the vote
-        tally = Client(app["url"], verbose=False).predict(api_name="/blind_tally")
+        client = Client(app["url"], verbose=False)
+        assert Path(best).name in client.predict(api_name="/model_status")["message"]
+        tally = client.predict(api_name="/blind_tally")
         assert {r["model"] for r in tally} >= {"base model"} and sum(r["votes"] for r in tally) == 2

@@ -7,6 +7,7 @@ swapped in, the sentences spoken with a fixed seed, and the active weights swapp
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ from core.profiles import PROFILES
 from core.text import validate_text
 from train.checkpoints import CheckpointCatalog, Entry
 from train.scoring import Scorer, read_scores, recommend, scores_plot
+
+log = logging.getLogger(__name__)
 
 RENDER_SEED = 1234
 RENDER_PROFILE = "balanced"
@@ -46,7 +49,11 @@ class CheckpointReview:
         scorer: Scorer,
         resolve_voice: VoiceResolver,
         renders_dir: Path,
+        *,
+        state_file: Path | None = None,
     ) -> None:
+        """``state_file`` remembers the loaded checkpoint, so a restarted studio loads it again."""
+        self.state_file = state_file
         self.catalog = catalog
         self.engine = engine
         self.scorer = scorer
@@ -184,7 +191,31 @@ class CheckpointReview:
         if entry.path is not None and isinstance(self.catalog.header(entry.path), str):
             raise InvalidInput(str(self.catalog.header(entry.path)))
         self.engine.activate(entry.path)
+        self._remember(entry.path)
         return self.engine.status().message
+
+    def _remember(self, path: Path | None) -> None:
+        if self.state_file is None:
+            return
+        if path is None:
+            self.state_file.unlink(missing_ok=True)
+        else:
+            atomic.write_json(self.state_file, {"checkpoint": str(path), "base": str(self.engine.model_dir)})
+
+    def restore(self) -> str | None:
+        """Load the checkpoint that was in use when the studio stopped; its label, or None for the base."""
+        if self.state_file is None or not self.state_file.is_file():
+            return None
+        try:
+            saved = json.loads(self.state_file.read_text(encoding="utf-8"))
+            if saved.get("base") != str(self.engine.model_dir):
+                raise InvalidInput(f"it was fine-tuned from {saved.get('base')}, not the model loaded now")
+            self.load(str(saved["checkpoint"]))
+        except (InvalidInput, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("not loading the previous checkpoint again: %s", exc)
+            self._remember(None)
+            return None
+        return self.active_label()
 
     def _check_not_loaded(self, paths: list[Path]) -> None:
         active = self.engine.active_checkpoint
