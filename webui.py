@@ -8,30 +8,30 @@ time; ``python webui.py --help`` lists every setting.
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import uvicorn
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI
 
 from core import model_files
 from core.admission import AdmissionGate
-from core.auth import Authenticator
+from core.auth import TOKEN_USER, Authenticator
 from core.engine import XTTSEngine
 from core.errors import StudioError
-from core.http_api import HttpContext, build_router, gpu_memory, is_authenticated
-from core.logs import configure_logging, request_id
+from core.http_api import HttpContext, StudioMiddleware, build_router, gpu_memory, is_authenticated
+from core.logs import configure_logging
 from core.metrics import RequestTracker, StudioMetrics
 from core.model_files import ProgressCallback
 from core.outputs import OutputStore
 from core.rvc import RVCService
 from core.rvc_models import RVCLibrary
 from core.rvc_support import SupportFiles
+from core.scratch import confine_scratch
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService
 from core.voices import VoiceLibrary
@@ -53,7 +53,6 @@ from train.scoring import Scorer
 log = logging.getLogger("xtts_studio")
 
 GRADIO_QUEUE_SIZE = 64
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,10 @@ def create_studio(settings: Settings) -> Studio:
     )
     gate = AdmissionGate(settings.max_queue)
     tracker = RequestTracker(gate, StudioMetrics(queue_depth=lambda: gate.depth, gpu_memory=gpu_memory))
-    users = dict([settings.auth]) if settings.auth else {}
-    auth = Authenticator(users=users, api_keys=settings.api_keys)
+    auth = Authenticator(
+        users=settings.users, api_keys=settings.api_keys, api_key_login=settings.api_key_login,
+        access_token=generated_access_token(settings),
+    )  # fmt: skip
 
     def prepare_base(base: Path, progress: ProgressCallback | None) -> Path:
         """The default XTTS v2 folder gets its training files (dvae.pth, mel_stats.pth) on first use."""
@@ -124,6 +125,13 @@ def create_studio(settings: Settings) -> Studio:
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
     datasets = DatasetBuilder(settings.datasets_dir)
     return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc)
+
+
+def generated_access_token(settings: Settings) -> str | None:
+    """A random UI token for an exposed studio that has no login of its own (unless opted out)."""
+    if not settings.exposed or settings.users or settings.insecure_no_auth:
+        return None
+    return secrets.token_urlsafe(24)
 
 
 def start_engine(studio: Studio) -> None:
@@ -159,16 +167,20 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Tab("Voice conversion", id="rvc"):
                 rvc_tab.build(demo, studio.rvc, studio.tts, rvc_changed, studio.tracker)
             with gr.Tab("Dataset", id="dataset"):
-                dataset_tab.build(demo, studio.datasets, studio.settings.whisper_model)
+                dataset_tab.build(
+                    demo, studio.datasets, studio.settings.whisper_model, source_roots=studio.settings.readable_roots
+                )
             with gr.Tab("Training", id="training"):
                 training_tab.build(
                     demo, studio.training, studio.datasets, default_base=studio.engine.model_dir,
                     enabled=not studio.settings.zerogpu, host=studio.settings.host,
+                    readable_roots=studio.settings.readable_roots,
                 )  # fmt: skip
             with gr.Tab("Checkpoints", id="checkpoints"):
                 checkpoints_tab.build(
                     demo, studio.review, studio.blind, exports_root=studio.settings.exports_dir / "models",
                     imported_root=studio.settings.finetuned_dir, voices=studio.tts.voices,
+                    readable_roots=studio.settings.readable_roots,
                 )  # fmt: skip
     return demo
 
@@ -187,54 +199,63 @@ def build_http_app(studio: Studio, demo: gr.Blocks) -> FastAPI:
     )
     app.include_router(build_router(context))
 
-    @app.middleware("http")
-    async def request_ids_and_login(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        token = request_id.set(request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:12])
-        try:
-            if auth.enabled and request.url.path == "/" and is_authenticated(request, auth) is None:
-                return RedirectResponse("login", status_code=303)
-            response = await call_next(request)
-            response.headers["X-Request-ID"] = request_id.get()
-            return response
-        finally:
-            request_id.reset(token)
+    app.add_middleware(StudioMiddleware, auth=auth, throttle=context.throttle)
 
     demo.queue(max_size=GRADIO_QUEUE_SIZE, default_concurrency_limit=4)
-    return gr.mount_gradio_app(
+    mounted = gr.mount_gradio_app(
         app,
         demo,
         path="/",
         auth_dependency=(lambda request: is_authenticated(request, auth)) if auth.enabled else None,
-        allowed_paths=[str(settings.outputs_dir), str(settings.voices_dir)],
+        allowed_paths=served_folders(settings),
         max_file_size="1gb",
         theme=THEME,
         show_error=True,
     )
+    # Gradio checks that file inputs were uploaded and file outputs lie in allowed_paths only once
+    # an app "has launched", which a mounted app never does; mark it so the checks apply here too.
+    demo.has_launched = True
+    return mounted
 
 
-def warn_if_exposed(settings: Settings) -> None:
-    if settings.host in LOOPBACK or settings.auth_enabled:
-        return
-    banner = "!" * 78
-    log.warning(
-        "\n%s\n  Listening on %s with NO authentication: anyone who can reach this port can\n"
-        "  use the studio and its API. Add --auth USER:PASSWORD and/or --api-key KEY.\n%s",
-        banner,
-        settings.host,
-        banner,
-    )
+def served_folders(settings: Settings) -> list[str]:
+    """Folders whose files a handler may hand to the browser (besides Gradio's own upload cache)."""
+    return [str(p) for p in (settings.outputs_dir, settings.voices_dir, *settings.allowed_dirs)]
+
+
+def announce_access(studio: Studio) -> None:
+    """Say once how to get in when the studio is reachable from other machines."""
+    settings, token = studio.settings, studio.auth.access_token
+    if token:
+        where = "the share link" if settings.share else f"http://{settings.host}:{settings.port}"
+        print(
+            f"\n  XTTS Studio is reachable from other machines and no --auth was given, so it made an access token."
+            f"\n  Open {where}/login?token={token}"
+            f"\n  or sign in as '{TOKEN_USER}' with the token as password; scripts send 'Authorization: Bearer <token>'."
+            f"\n  The token changes at every start: set --auth or --auth-file for a lasting login.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif settings.exposed and not settings.auth_enabled:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n  Listening on %s with NO authentication (--insecure-no-auth): anyone who can reach\n"
+            "  this port can use the studio and its API.\n%s", banner, settings.host, banner,
+        )  # fmt: skip
 
 
 def serve(studio: Studio, demo: gr.Blocks) -> None:
     settings = studio.settings
     for folder in (settings.outputs_dir, settings.voices_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    warn_if_exposed(settings)
+    announce_access(studio)
     if settings.share:
         log.warning("--share serves the UI through a Gradio share link; /v1, /health and /metrics stay local.")
+        auth = studio.auth
         demo.queue(max_size=GRADIO_QUEUE_SIZE, default_concurrency_limit=4).launch(
             server_name=settings.host, server_port=settings.port, share=True, theme=THEME,
-            auth=settings.auth, allowed_paths=[str(settings.outputs_dir), str(settings.voices_dir)],
+            auth=auth.password_is_valid if auth.users or auth.access_token else None,
+            allowed_paths=served_folders(settings),
         )  # fmt: skip
         return
     app = build_http_app(studio, demo)
@@ -260,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     configure_logging(settings.log_format)  # before fairseq & co. can reconfigure the root logger
+    confine_scratch(settings, keep_existing=True)
     try:
         studio = create_studio(settings)
     except StudioError as exc:

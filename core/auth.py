@@ -1,9 +1,11 @@
-"""Who may use the studio: UI logins and API keys, checked in constant time.
+"""Who may use the studio: UI logins and API keys, checked in constant time, failures throttled.
 
-The UI signs in on the studio's own login page (user and password from --auth, or any
-user name with an API key as the password) and gets a random session token in a
-cookie; API clients send ``Authorization: Bearer KEY``. Both work for the Gradio API
-and the OpenAI-compatible routes alike. Secrets are never logged.
+The UI signs in on the studio's own login page (a user and password from --auth or
+--auth-file; an API key as the password only with --api-key-login) and gets a random
+session token in a cookie; API clients send ``Authorization: Bearer KEY``. Both work for
+the Gradio API and the OpenAI-compatible routes alike. An exposed studio started without
+any of these gets a generated access token, which works as the password of the user
+``studio``, as a Bearer key and as ``/login?token=...``. Secrets are never logged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass, field
 
 SESSION_COOKIE = "xtts_studio_session"
 SESSION_TTL_S = 14 * 24 * 3600
+TOKEN_USER = "studio"
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 300.0
 
 
 def _same(a: str, b: str) -> bool:
@@ -28,16 +33,34 @@ class Authenticator:
 
     users: dict[str, str] = field(default_factory=dict)
     api_keys: tuple[str, ...] = ()
+    api_key_login: bool = False
+    access_token: str | None = field(default=None, repr=False)
     _sessions: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.users or self.api_keys)
+        return bool(self.users or self.api_keys or self.access_token)
+
+    @property
+    def _keys(self) -> tuple[str, ...]:
+        return (*self.api_keys, *([self.access_token] if self.access_token else []))
 
     def key_is_valid(self, key: str | None) -> bool:
         # compare against every key so the time taken does not reveal which one matched
-        return bool(key) and sum(_same(key, known) for known in self.api_keys) > 0  # type: ignore[arg-type]
+        return bool(key) and sum(_same(key, known) for known in self._keys) > 0  # type: ignore[arg-type]
+
+    def token_is_valid(self, token: str | None) -> bool:
+        return bool(token and self.access_token) and _same(token, self.access_token)  # type: ignore[arg-type]
+
+    def password_is_valid(self, user: str, password: str) -> bool:
+        """A UI login: a known user's password, the access token, or (if allowed) an API key."""
+        known = self.users.get(user)
+        return (
+            (known is not None and _same(password, known))
+            or self.token_is_valid(password)
+            or (self.api_key_login and self.key_is_valid(password))
+        )
 
     def bearer_is_valid(self, header: str | None) -> bool:
         scheme, _, key = (header or "").partition(" ")
@@ -45,10 +68,11 @@ class Authenticator:
 
     def login(self, user: str, password: str) -> str | None:
         """A new session token for valid credentials, else ``None``."""
-        known = self.users.get(user)
-        ok = (known is not None and _same(password, known)) or self.key_is_valid(password)
-        if not ok:
+        if not self.password_is_valid(user, password):
             return None
+        return self.open_session(user)
+
+    def open_session(self, user: str) -> str:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._sessions[token] = (user, time.time() + SESSION_TTL_S)
@@ -70,3 +94,42 @@ class Authenticator:
     def logout(self, token: str | None) -> None:
         with self._lock:
             self._sessions.pop(token or "", None)
+
+
+class FailureThrottle:
+    """Refuses a client for a while after too many failed sign-ins or wrong keys.
+
+    Counted per client address: ``MAX_FAILURES`` failures within ``FAILURE_WINDOW_S`` lock
+    that address out of further attempts until the oldest failure ages out of the window.
+    """
+
+    def __init__(self, *, limit: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(client, []) if now - t < self.window_s]
+        if kept:
+            self._failures[client] = kept
+        else:
+            self._failures.pop(client, None)
+        return kept
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until ``client`` may try again (0: it may try now)."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent(client, now)
+            if len(recent) < self.limit:
+                return 0
+            return max(int(recent[-self.limit] + self.window_s - now) + 1, 1)
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._failures[client] = [*self._recent(client, now), now]
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)

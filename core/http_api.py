@@ -8,7 +8,9 @@ status, never an HTML traceback.
 from __future__ import annotations
 
 import html
+import json
 import logging
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +21,17 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import __version__
+from core.admission import queue_problems
 from core.audio_stream import CONTENT_TYPES, encode_stream
-from core.auth import SESSION_COOKIE, SESSION_TTL_S, Authenticator
+from core.auth import SESSION_COOKIE, SESSION_TTL_S, TOKEN_USER, Authenticator, FailureThrottle
 from core.engine import PAUSE_SECONDS, SAMPLE_RATE
 from core.errors import Busy, ModelUnavailable, OutOfMemory, StudioError, UnknownVoice
+from core.logs import request_id
 from core.metrics import CONTENT_TYPE_LATEST, RequestTracker, Ticket
 from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest
 from core.rvc_models import UnknownRVCModel
@@ -36,6 +43,9 @@ log = logging.getLogger(__name__)
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
 MODEL_PROFILES = {"tts-1": "fast", "tts-1-hd": "high quality"}
 SPEECH_ROUTE = "/v1/audio/speech"
+BODY_TIMEOUT_S = 30.0  # a client that takes longer to send its request body is dropped
+SEND_TIMEOUT_S = 60.0  # a client that stops reading the stream for longer is dropped
+STALL_S = 300.0  # /health says degraded when admitted work made no progress for this long
 
 
 class SpeechRequest(BaseModel):
@@ -63,6 +73,75 @@ class HttpContext:
     auth: Authenticator
     voice_map: dict[str, str] = field(default_factory=dict)
     secure_cookies: bool = False
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+
+
+class BodyError(Exception):
+    """The request body could not be read: too large, too slow, or the client left."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_json_body(request: Request, *, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> Any:
+    """The JSON body, read with a size cap and a deadline; :class:`BodyError` otherwise."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyError(413, f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
+    parts: list[bytes] = []
+    size = 0
+    try:
+        with anyio.fail_after(timeout_s):
+            async for part in request.stream():
+                size += len(part)
+                if size > limit:
+                    raise BodyError(413, f"The request body is over the limit of {limit:,} bytes.")
+                parts.append(part)
+    except TimeoutError:
+        raise BodyError(408, f"The request body did not arrive within {timeout_s:.0f} s.") from None
+    except ClientDisconnect:
+        raise BodyError(400, "The client closed the connection before sending the whole body.") from None
+    try:
+        return json.loads(b"".join(parts))
+    except RecursionError:
+        raise BodyError(400, "The request body is nested too deeply.") from None
+    except ValueError:
+        raise BodyError(400, "The request body must be JSON.") from None
+
+
+class TrackedStream(StreamingResponse):
+    """A streamed body that gives its admission ticket back however the client behaves.
+
+    The ticket is finished and the producer closed when the response ends for any reason:
+    completed, the client gone before the first byte or mid-stream, a client that stops
+    reading for ``send_timeout_s``, or the server shutting down.
+    """
+
+    def __init__(self, body: Iterator[bytes], ticket: Ticket, *, send_timeout_s: float = SEND_TIMEOUT_S,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(body, **kwargs)
+        self._body, self._ticket, self._send_timeout_s = body, ticket, send_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_in_time(message: Message) -> None:
+            with anyio.fail_after(self._send_timeout_s):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_in_time)
+        except (TimeoutError, ClientDisconnect, OSError) as exc:
+            log.info("speech stream ended early: %s", exc.__class__.__name__)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close_body)
+            self._ticket.finish("cancelled")
+
+    def _close_body(self) -> None:
+        try:
+            self._body.close()  # type: ignore[attr-defined]
+        except ValueError:  # still running in a worker thread: it stops at its next chunk
+            log.debug("speech producer still running while its response closed")
 
 
 def openai_error(status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None,
@@ -86,6 +165,53 @@ def is_authenticated(request: Request, auth: Authenticator) -> str | None:
     return auth.session_user(request.cookies.get(SESSION_COOKIE))
 
 
+class StudioMiddleware:
+    """For every route: a request id, the login page in front of the UI, and wrong keys throttled.
+
+    A request that carries an ``Authorization`` header from an address with too many recent
+    failures gets 429 before its key is even checked; a wrong key counts as a failure. Plain
+    ASGI (not ``BaseHTTPMiddleware``), so streamed responses see the client's disconnect.
+    """
+
+    def __init__(self, app: ASGIApp, *, auth: Authenticator, throttle: FailureThrottle) -> None:
+        self.app, self.auth, self.throttle = app, auth, throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = Headers(scope=scope).get("x-request-id", "")[:64] or uuid.uuid4().hex[:12]
+        token = request_id.set(rid)
+        try:
+            denied = self._gate(scope) if self.auth.enabled else None
+            if denied is not None:
+                await denied(scope, receive, send)
+                return
+
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    MutableHeaders(scope=message).append("X-Request-ID", rid)
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+    def _gate(self, scope: Scope) -> Response | None:
+        request = Request(scope)
+        header = request.headers.get("authorization")
+        if header:
+            client = client_address(request)
+            wait = self.throttle.retry_after(client)
+            if wait:
+                return too_many_attempts(wait)
+            if not self.auth.bearer_is_valid(header):
+                self.throttle.failed(client)
+        if scope["path"] == "/" and is_authenticated(request, self.auth) is None:
+            return RedirectResponse("login", status_code=303)
+        return None
+
+
 def _error_for(exc: Exception) -> tuple[JSONResponse, str]:
     """Map a core exception to an OpenAI-style response and a metrics status label."""
     if isinstance(exc, UnknownVoice):
@@ -105,6 +231,7 @@ def _error_for(exc: Exception) -> tuple[JSONResponse, str]:
 def build_router(ctx: HttpContext) -> APIRouter:
     router = APIRouter()
     service, engine = ctx.service, ctx.service.engine
+    body_limit = 64 * 1024 + 8 * service.max_text_chars  # the longest text, JSON-escaped, and the options
 
     def alias(name: str) -> str:
         key = name.strip().lower()
@@ -125,15 +252,20 @@ def build_router(ctx: HttpContext) -> APIRouter:
 
     @router.get("/health")
     def health() -> dict[str, Any]:
+        """Open to anyone (container health checks): no paths, names of folders only."""
         state = engine.status()
+        gate = ctx.tracker.gate
+        problems = queue_problems(gate, stall_s=STALL_S)
         return {
-            "status": "ok" if state.loaded else "starting",
+            "status": "degraded" if problems else ("ok" if state.loaded else "starting"),
+            "problems": problems,
             "model_loaded": state.loaded,
-            "model": str(state.model_dir) if state.model_dir else None,
+            "model": state.model_dir.name if state.model_dir else None,
             "model_id": state.model_id,
             "device": state.device,
             "gpu_memory": gpu_memory(),
-            "queue_depth": ctx.tracker.gate.depth,
+            "queue_depth": gate.depth,
+            "queue_capacity": gate.capacity,
             "version": __version__,
         }
 
@@ -169,13 +301,13 @@ def build_router(ctx: HttpContext) -> APIRouter:
         if denied:
             return denied
         try:
-            body = SpeechRequest.model_validate(await request.json())
+            body = SpeechRequest.model_validate(await read_json_body(request, limit=body_limit))
+        except BodyError as exc:
+            return openai_error(exc.status, str(exc))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             return openai_error(400, f"Invalid request: {where}: {first.get('msg')}.", param=where or None)
-        except ValueError:
-            return openai_error(400, "The request body must be JSON.")
         profile = (body.profile or MODEL_PROFILES.get(body.model, "balanced")).lower()
         if len(body.input.strip()) > service.max_text_chars:
             ctx.tracker.refuse(SPEECH_ROUTE, profile, "client_error")
@@ -198,8 +330,9 @@ def build_router(ctx: HttpContext) -> APIRouter:
             ticket.finish(status)
             return response
         chunks = _produce(prepared, conditioning, ticket)
-        return StreamingResponse(
+        return TrackedStream(
             encode_stream(chunks, body.response_format, SAMPLE_RATE),
+            ticket,
             media_type=CONTENT_TYPES[body.response_format],
             headers={"X-Voice": prepared.voice.encode("ascii", "replace").decode()},
         )
@@ -247,6 +380,7 @@ def build_router(ctx: HttpContext) -> APIRouter:
                 if index:
                     yield np.zeros(int(SAMPLE_RATE * PAUSE_SECONDS), dtype=np.float32)
                 ticket.audio_seconds += len(audio) / SAMPLE_RATE
+                ticket.progressed()
                 yield audio
             status = "ok"
         except GeneratorExit:
@@ -276,30 +410,64 @@ button{{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:6px;ba
 <form method="post" action="login">
 <h1>XTTS Studio</h1>
 <label for="username">User</label><input id="username" name="username" autocomplete="username" required>
-<label for="password">Password or API key</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 {error}<button type="submit">Sign in</button>
 </form></body></html>"""
 
 
+def client_address(scope_or_request: Request | Scope) -> str:
+    client = scope_or_request.client if isinstance(scope_or_request, Request) else scope_or_request.get("client")
+    return client[0] if client else "unknown"
+
+
+def too_many_attempts(wait_s: int) -> JSONResponse:
+    return openai_error(
+        429, f"Too many failed sign-ins or wrong keys from this address; try again in {wait_s} s.",
+        kind="rate_limit_error", code="too_many_attempts", headers={"Retry-After": str(wait_s)},
+    )  # fmt: skip
+
+
 def add_login_routes(router: APIRouter, ctx: HttpContext) -> None:
+    def signed_in(user: str) -> Response:
+        response = RedirectResponse("./", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE, ctx.auth.open_session(user), max_age=SESSION_TTL_S, httponly=True, samesite="lax",
+            secure=ctx.secure_cookies,
+        )  # fmt: skip
+        return response
+
+    def refused(page_status: int, message: str) -> HTMLResponse:
+        return HTMLResponse(_LOGIN_PAGE.format(error=f'<p class="error">{html.escape(message)}</p>'), page_status)
+
     @router.get("/login")
-    def login_page(error: str | None = None) -> HTMLResponse:
+    def login_page(request: Request, error: str | None = None, token: str | None = None) -> Response:
+        if token is not None:
+            client = client_address(request)
+            wait = ctx.throttle.retry_after(client)
+            if wait:
+                return refused(429, f"Too many failed attempts; try again in {wait} s.")
+            if ctx.auth.token_is_valid(token):
+                ctx.throttle.succeeded(client)
+                return signed_in(TOKEN_USER)
+            ctx.throttle.failed(client)
+            return refused(401, "That access token is not valid.")
         message = f'<p class="error">{html.escape(error)}</p>' if error else ""
         return HTMLResponse(_LOGIN_PAGE.format(error=message))
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        client = client_address(request)
+        wait = ctx.throttle.retry_after(client)
+        if wait:
+            return refused(429, f"Too many failed attempts; try again in {wait} s.")
         form = await request.form()
-        token = ctx.auth.login(str(form.get("username", "")), str(form.get("password", "")))
-        if token is None:
-            log.warning("failed sign-in for user %r", str(form.get("username", ""))[:64])
-            page = _LOGIN_PAGE.format(error='<p class="error">Wrong user or password.</p>')
-            return HTMLResponse(page, status_code=401)
-        response = RedirectResponse("./", status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE, token, max_age=SESSION_TTL_S, httponly=True, samesite="lax", secure=ctx.secure_cookies
-        )
-        return response
+        user, password = str(form.get("username", "")), str(form.get("password", ""))
+        if not ctx.auth.password_is_valid(user, password):
+            ctx.throttle.failed(client)
+            log.warning("failed sign-in for user %r from %s", user[:64], client)
+            return refused(401, "Wrong user or password.")
+        ctx.throttle.succeeded(client)
+        return signed_in(user)
 
     @router.get("/logout")
     def logout(request: Request) -> Response:

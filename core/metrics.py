@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -54,12 +55,18 @@ class Ticket:
         self._tracker, self.route, self.profile = tracker, route, profile
         self._started = time.perf_counter()
         self._done = False
+        self._done_lock = threading.Lock()
         self.audio_seconds = 0.0
 
+    def progressed(self) -> None:
+        self._tracker.gate.progressed()
+
     def finish(self, status: str) -> None:
-        if self._done:
-            return
-        self._done = True
+        """Give the admission slot back and count the outcome; later calls do nothing."""
+        with self._done_lock:
+            if self._done:
+                return
+            self._done = True
         metrics = self._tracker.metrics
         self._tracker.gate.leave()
         metrics.requests.labels(self.route, self.profile, status).inc()

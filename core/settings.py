@@ -16,6 +16,7 @@ from core.errors import InvalidInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "XTTS_STUDIO_"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SPACES_STORAGE = Path("/data")  # where Hugging Face Spaces mounts persistent storage
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -32,6 +33,7 @@ class Settings:
     voices_dir: Path = PROJECT_ROOT / "models" / "voices"
     model_dir: Path | None = None
     auth: tuple[str, str] | None = field(default=None, repr=False)
+    file_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     share: bool = False
     max_text_chars: int = 5000
     warmup: bool = True
@@ -44,10 +46,34 @@ class Settings:
     voice_map: tuple[tuple[str, str], ...] = ()
     zerogpu: bool = False
     whisper_model: str = "small"
+    allowed_dirs: tuple[Path, ...] = ()
+    allow_private_urls: bool = False
+    insecure_no_auth: bool = False
+    api_key_login: bool = False
 
     @property
     def auth_enabled(self) -> bool:
-        return self.auth is not None or bool(self.api_keys)
+        return bool(self.users) or bool(self.api_keys)
+
+    @property
+    def users(self) -> dict[str, str]:
+        """UI logins: every line of ``--auth-file``, then the ``--auth`` pair."""
+        return dict([*self.file_users, *([self.auth] if self.auth else [])])
+
+    @property
+    def exposed(self) -> bool:
+        """Reachable from other machines: a non-loopback address or a public share link."""
+        return self.share or self.host not in LOOPBACK_HOSTS
+
+    @property
+    def data_roots(self) -> tuple[Path, ...]:
+        """The folders the studio writes to; what a client names must lie inside these (or ``allowed_dirs``)."""
+        return (self.models_dir, self.outputs_dir, self.voices_dir)
+
+    @property
+    def readable_roots(self) -> tuple[Path, ...]:
+        """Where a server folder typed into the UI may point: the data folders, ``--model-dir``, ``--allowed-dir``."""
+        return (*self.data_roots, *([self.model_dir] if self.model_dir else []), *self.allowed_dirs)
 
     @property
     def default_model_dir(self) -> Path:
@@ -109,6 +135,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--voices-dir", help="voice library folder (default MODELS_DIR/voices)")
     p.add_argument("--model-dir", help="load this XTTS checkpoint folder instead of the default XTTS v2")
     p.add_argument("--auth", help="require a login for the UI, as USER:PASSWORD")
+    p.add_argument("--auth-file", help="file with one USER:PASSWORD login per line (# comments allowed)")
+    p.add_argument(
+        "--api-key-login", action="store_true", default=None,
+        help="also accept an API key as the UI password (off: logins and API keys are separate)",
+    )  # fmt: skip
+    p.add_argument(
+        "--insecure-no-auth", action="store_true", default=None,
+        help="serve a non-loopback address or a share link with no login at all (default: a generated access token)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allowed-dir", action="append",
+        help="a server folder the UI may read from besides the data folders (dataset sources, base models, "
+        "imports); repeatable; env: paths separated by ':'",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-private-urls", action="store_true", default=None,
+        help="let the dataset builder download from loopback, link-local and private addresses",
+    )  # fmt: skip
     p.add_argument(
         "--share", action="store_true", default=None, help="open a public Gradio share link (off by default)"
     )
@@ -162,12 +206,19 @@ def _platform_defaults(env: Mapping[str, str]) -> dict[str, object]:
     return found
 
 
-def _read_keys(path: str) -> list[str]:
+def _secret_lines(path: str, what: str) -> list[str]:
     try:
         lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise InvalidInput(f"Could not read the API keys file {path}: {exc.strerror}.") from None
+        raise InvalidInput(f"Could not read the {what} file {path}: {exc.strerror}.") from None
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _login(raw: str, where: str) -> tuple[str, str]:
+    user, sep, password = raw.partition(":")
+    if not sep or not user or not password:
+        raise InvalidInput(f"{where} must look like USER:PASSWORD.")
+    return user, password
 
 
 def _voice_map(raw: str | None) -> tuple[tuple[str, str], ...]:
@@ -211,12 +262,17 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     voices_default = models_dir / "voices"
     model_dir = pick("model-dir", None)
     auth_raw = pick("auth", None)
-    auth = None
-    if auth_raw:
-        user, sep, password = str(auth_raw).partition(":")
-        if not sep or not user or not password:
-            raise InvalidInput("--auth must look like USER:PASSWORD.")
-        auth = (user, password)
+    auth = _login(str(auth_raw), "--auth") if auth_raw else None
+    auth_file = pick("auth-file", None)
+    file_users = tuple(
+        _login(line, f"Each line of {auth_file}")
+        for line in (_secret_lines(str(auth_file), "logins") if auth_file else [])
+    )
+    allowed_raw = list(args.allowed_dir or []) or [d for d in (_env(env, "allowed-dirs") or "").split(os.pathsep) if d]
+    allowed_dirs = tuple(dict.fromkeys(Path(d).expanduser().resolve() for d in allowed_raw))
+    for folder in allowed_dirs:
+        if not folder.is_dir():
+            raise InvalidInput(f"--allowed-dir {folder} is not a folder.")
     port = as_int("port", pick("port", defaults.port))
     if not 1 <= port <= 65535:
         raise InvalidInput(f"--port must be between 1 and 65535, got {port}.")
@@ -232,7 +288,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         keys = [k.strip() for k in env_keys.split(",") if k.strip()]
     keys_file = pick("api-keys-file", None)
     if keys_file:
-        keys += _read_keys(str(keys_file))
+        keys += _secret_lines(str(keys_file), "API keys")
     if any(len(k) < 8 for k in keys):
         raise InvalidInput("API keys must be at least 8 characters long.")
     tls_cert, tls_key = pick("tls-cert", None), pick("tls-key", None)
@@ -265,6 +321,11 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         voice_map=_voice_map(pick("voice-map", None)),  # type: ignore[arg-type]
         zerogpu=as_bool(env.get("SPACES_ZERO_GPU", False)),
         whisper_model=str(pick("whisper-model", defaults.whisper_model)),
+        file_users=file_users,
+        allowed_dirs=allowed_dirs,
+        allow_private_urls=as_bool(pick("allow-private-urls", False)),
+        insecure_no_auth=as_bool(pick("insecure-no-auth", False)),
+        api_key_login=as_bool(pick("api-key-login", False)),
     )
 
 

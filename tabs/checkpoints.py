@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from core.errors import InvalidInput
-from tabs.common import GPU, progress_callback, ui_errors
+from core.fs import resolve_inside
+from tabs.common import GPU, progress_callback, ranged_number, ui_errors
 from train import checkpoint_export
 from train.blind_test import BlindTests
 from train.checkpoints import BASE
@@ -36,13 +37,16 @@ def _table(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 def build(
     demo: gr.Blocks, review: CheckpointReview, blind: BlindTests, *, exports_root: Path, imported_root: Path,
-    voices: Callable[[], list[str]],
+    voices: Callable[[], list[str]], readable_roots: Sequence[Path] = (),
 ) -> None:  # fmt: skip
-    """Build the tab inside ``demo``'s current context and wire its events."""
+    """Build the tab inside ``demo``'s current context and wire its events.
+
+    A model folder typed for import must lie inside ``readable_roots``.
+    """
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
     active = gr.Markdown()
     with gr.Row():
-        run_filter = gr.Dropdown(label="Run", choices=["all runs"], value="all runs", scale=3)
+        run_filter = gr.Dropdown(label="Run", choices=["all runs"], value="all runs", allow_custom_value=True, scale=3)
         refresh = gr.Button("Refresh", scale=0, min_width=100)
     table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, wrap=True, label="Checkpoints")
     advice = gr.Markdown()
@@ -95,7 +99,7 @@ def build(
         import_button = gr.Button("Import")
         disk = gr.Dataframe(headers=DISK_HEADERS, interactive=False, label="Disk use")
         with gr.Row():
-            keep_last = gr.Number(label="Keep the last N checkpoints (and the best)", value=1, precision=0)
+            keep_last = ranged_number(label="Keep the last N checkpoints (and the best)", value=1, precision=0)
             prune = gr.Button("Prune the selected run")
         with gr.Row():
             confirm = gr.Checkbox(label="Yes, delete for good", value=False)
@@ -208,10 +212,13 @@ def build(
     @ui_errors
     def import_checkpoint(archive: str | None, folder: str | None, name: str | None = None) -> str:
         """Import a model zip or folder (checked with weights_only loading) into models/finetuned/."""
-        source = archive or (folder or "").strip()
-        if not source:
+        if archive:
+            source = Path(archive)
+        elif (folder or "").strip():
+            source = resolve_inside(folder, readable_roots, what="model folder", kind="dir")
+        else:
             raise InvalidInput("Upload a zip or type the path of a model folder.")
-        imported = checkpoint_export.import_model(Path(source), imported_root, name or None)
+        imported = checkpoint_export.import_model(source, imported_root, name or None)
         gr.Info(f"Imported {imported.name}")
         return str(imported / "model.pth")
 

@@ -26,6 +26,42 @@ THEME = gr.themes.Soft(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _check_range(label: str | None, value: object, minimum: float | None, maximum: float | None) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    name = label or "The value"
+    if minimum is not None and value < minimum:
+        raise gr.Error(f"{name} must be at least {minimum:g} (got {value:g}).", print_exception=False)
+    if maximum is not None and value > maximum:
+        raise gr.Error(f"{name} must be at most {maximum:g} (got {value:g}).", print_exception=False)
+
+
+def _named_range(field: gr.Number | gr.Slider) -> gr.Number | gr.Slider:
+    """Check the field's range before Gradio does, so the message names the field.
+
+    Wrapping the instance's ``preprocess`` rather than subclassing: Gradio writes a ``.pyi``
+    stub next to the source file of any component subclass.
+    """
+    check = field.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        _check_range(field.label, payload, field.minimum, field.maximum)
+        return check(payload)
+
+    field.preprocess = preprocess  # type: ignore[method-assign]
+    return field
+
+
+def ranged_number(*args: Any, **kwargs: Any) -> gr.Number:
+    """``gr.Number`` whose range error names the field ("Epochs must be at least 1 (got 0).")."""
+    return _named_range(gr.Number(*args, **kwargs))  # type: ignore[return-value]
+
+
+def ranged_slider(*args: Any, **kwargs: Any) -> gr.Slider:
+    """``gr.Slider`` whose range error names the field."""
+    return _named_range(gr.Slider(*args, **kwargs))  # type: ignore[return-value]
+
+
 def _as_ui_error(exc: Exception) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
@@ -116,7 +152,7 @@ def rvc_param_widgets(prefix: str) -> list[gr.components.Component]:
     def slider(name: str, label: str, step: float, info: str) -> gr.Slider:
         low, high = RANGES[name]
         elem_id = f"{prefix}-{name.replace('_', '-')}"
-        return gr.Slider(low, high, value=getattr(start, name), step=step, label=label, info=info, elem_id=elem_id)
+        return ranged_slider(low, high, value=getattr(start, name), step=step, label=label, info=info, elem_id=elem_id)
 
     return [
         slider("pitch", "Pitch shift (semitones)", 1, "+12 is an octave up (e.g. a male voice into a female model)."),

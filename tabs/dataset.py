@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -10,7 +11,8 @@ import pandas as pd
 
 from core import languages
 from core.errors import InvalidInput
-from tabs.common import GPU, StopSwitches, progress_callback, ui_errors
+from core.fs import child, resolve_inside
+from tabs.common import GPU, StopSwitches, progress_callback, ranged_slider, ui_errors
 from train.dataset import TABLE_COLUMNS, BuildOptions, DatasetBuilder, load_table, save_table
 from train.sources import parse_urls, uploaded
 from train.transcribe import WHISPER_SIZES
@@ -33,8 +35,13 @@ def _report_markdown(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def build(demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "small") -> None:
-    """Build the tab inside ``demo``'s current context and wire its events."""
+def build(
+    demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "small", *, source_roots: Sequence[Path] = ()
+) -> None:
+    """Build the tab inside ``demo``'s current context and wire its events.
+
+    A server folder typed as a source must lie inside ``source_roots``.
+    """
     switches = StopSwitches()
     gr.Markdown(
         "Turn recordings into a training set for XTTS: audio is extracted, transcribed with Whisper (word "
@@ -64,12 +71,12 @@ def build(demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "sma
                 allow_custom_value=True,
             )  # fmt: skip
             with gr.Row():
-                eval_fraction = gr.Slider(0.0, 0.3, value=0.1, step=0.05, label="Eval fraction")
-                min_s = gr.Slider(0.5, 6, value=2.0, step=0.5, label="Min clip seconds")
-                max_s = gr.Slider(6, 30, value=12.0, step=1, label="Max clip seconds")
+                eval_fraction = ranged_slider(0.0, 0.3, value=0.1, step=0.05, label="Eval fraction")
+                min_s = ranged_slider(0.5, 6, value=2.0, step=0.5, label="Min clip seconds")
+                max_s = ranged_slider(6, 30, value=12.0, step=1, label="Max clip seconds")
             with gr.Row():
-                min_snr = gr.Slider(0, 40, value=15, step=1, label="Min SNR (dB)")
-                min_conf = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Min word confidence")
+                min_snr = ranged_slider(0, 40, value=15, step=1, label="Min SNR (dB)")
+                min_conf = ranged_slider(0.0, 1.0, value=0.5, step=0.05, label="Min word confidence")
             with gr.Row():
                 start = gr.Button("Build dataset", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
@@ -91,8 +98,8 @@ def build(demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "sma
     def folder_of(dataset: str) -> Path:
         if not dataset:
             raise InvalidInput("Pick or build a dataset first.")
-        path = datasets.root / dataset
-        if path.parent != datasets.root or not path.is_dir():
+        path = child(datasets.root, dataset, what="dataset name")
+        if not path.is_dir():
             raise InvalidInput(f"There is no dataset '{dataset}'.")
         return path
 
@@ -122,6 +129,8 @@ def build(demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "sma
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[gr.Dropdown, str]:
         """Build (or resume) a dataset; returns its name and a summary."""
+        if whisper_model and whisper_model not in (*WHISPER_SIZES, default_whisper):
+            whisper_model = str(resolve_inside(whisper_model, source_roots, what="Whisper model folder", kind="dir"))
         options = BuildOptions(
             name=name, speaker=speaker, language=None if language in (None, "", "auto") else language,
             whisper_model=whisper_model or default_whisper, eval_fraction=eval_fraction, min_s=min_s, max_s=max_s,
@@ -130,7 +139,7 @@ def build(demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "sma
         with switches.armed(request) as should_stop:
             report = datasets.build(
                 options, urls=parse_urls(urls), files=uploaded(files),
-                folder=Path(folder.strip()).expanduser() if folder and folder.strip() else None,
+                folder=resolve_inside(folder, source_roots, what="source folder", kind="dir") if (folder or "").strip() else None,
                 cookies=Path(cookies) if cookies else None, progress=progress_callback(progress), should_stop=should_stop,
             )  # fmt: skip
         gr.Info(report.summary().splitlines()[0])
@@ -148,12 +157,14 @@ def build(demo: gr.Blocks, datasets: DatasetBuilder, default_whisper: str = "sma
         gr.Info(f"Saved: {train} train and {evaluation} eval clips.")
         return dataset
 
+    @ui_errors
     def play(dataset: str, rows: pd.DataFrame, evt: gr.SelectData) -> str | None:
+        """The selected row's clip; the cell comes from the browser, so it must name a file of this dataset."""
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        if not dataset or not isinstance(row, int) or row >= len(rows):
+        if not dataset or not isinstance(row, int) or not 0 <= row < len(rows):
             return None
-        path = folder_of(dataset) / str(rows.iloc[row]["audio_file"])
-        return str(path) if path.is_file() else None
+        folder = folder_of(dataset)
+        return str(resolve_inside(str(rows.iloc[row]["audio_file"]), [folder], what="clip", kind="file"))
 
     def refresh_list(current: str | None = None) -> gr.Dropdown:
         names = datasets.list()

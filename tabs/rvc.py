@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from core.fs import resolve_inside
 from core.metrics import RequestTracker
 from core.rvc import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest, RVCService
 from core.tts import TTSService
@@ -46,7 +47,9 @@ def build(
                 )
                 refresh_history = gr.Button("↻", scale=0, min_width=40)
             with gr.Row():
-                model = gr.Dropdown(label="RVC model", choices=[], value=None, elem_id="rvc-model", scale=4)
+                model = gr.Dropdown(
+                    label="RVC model", choices=[], value=None, allow_custom_value=True, elem_id="rvc-model", scale=4
+                )
                 refresh_models = gr.Button("↻", scale=0, min_width=40)
             profile = gr.Radio(list(RVC_PROFILES), value=DEFAULT_RVC_PROFILE, label="Profile", elem_id="rvc-profile")
             with gr.Accordion("Parameters", open=True):
@@ -155,8 +158,12 @@ def build(
             choices.append((label + (text if len(text) <= 50 else text[:47] + "..."), str(record.wav)))
         return gr.Dropdown(choices=choices, value=None)
 
+    @ui_errors
     def pick_history(path: str | None) -> str | None:
-        return path if path and Path(path).is_file() else gr.skip()
+        """A TTS output chosen in the dropdown; the value comes from the browser, so it must lie in the TTS outputs."""
+        if not path:
+            return gr.skip()
+        return str(resolve_inside(path, [tts.store.root], what="TTS output", kind="file"))
 
     library_outputs = [table, model, refused]
     inputs = [source, model, profile, *params]

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import soundfile as sf
 
 from core import languages
 from core.errors import InvalidInput
-from tabs.common import ui_errors
+from core.fs import child, resolve_inside
+from tabs.common import ranged_number, ui_errors
 from train.config import PRESETS, TrainingConfig, preset
 from train.dataset import DatasetBuilder, read_metadata
 from train.runner import TrainingRunner
@@ -22,11 +24,13 @@ from train.runner import TrainingRunner
 STATUS_FIELDS = ("state", "step", "total_steps", "epoch", "elapsed_s", "eta_s", "error")
 
 
-def _dataset_path(datasets: DatasetBuilder, value: str) -> Path:
+def _dataset_path(datasets: DatasetBuilder, value: str, roots: Sequence[Path]) -> Path:
+    """A dataset by name, or a typed folder in Coqui's format inside ``roots``."""
     if not value:
         raise InvalidInput("Pick a dataset (or type the path of a folder in Coqui's format).")
-    named = datasets.root / value
-    return named if named.is_dir() else Path(value).expanduser()
+    if value in datasets.list():
+        return child(datasets.root, value, what="dataset name", kind="dir")
+    return resolve_inside(value, roots, what="dataset folder", base=datasets.root, kind="dir")
 
 
 def _status_markdown(state: dict[str, Any]) -> str:
@@ -50,9 +54,14 @@ def _status_markdown(state: dict[str, Any]) -> str:
 
 def build(
     demo: gr.Blocks, runner: TrainingRunner, datasets: DatasetBuilder, *, default_base: Path, enabled: bool = True,
-    host: str = "127.0.0.1",
+    host: str = "127.0.0.1", readable_roots: Sequence[Path] = (),
 ) -> None:  # fmt: skip
-    """Build the tab inside ``demo``'s current context and wire its events."""
+    """Build the tab inside ``demo``'s current context and wire its events.
+
+    Folders and files typed into it (dataset, base model, reference clip) must lie inside
+    ``readable_roots`` (the data folders and the operator's ``--allowed-dir``).
+    """
+    roots = tuple(readable_roots) or (datasets.root, default_base)
     if not enabled:
         gr.Markdown("Training is disabled on this hardware (Hugging Face ZeroGPU gives GPU time per request only).")
         return
@@ -72,23 +81,25 @@ def build(
                 preset_choice = gr.Radio(choices=list(PRESETS), value="standard", label="Preset")
                 apply_preset = gr.Button("Fill from preset", size="sm")
             with gr.Row():
-                epochs = gr.Number(label="Epochs", value=10, precision=0, minimum=1)
-                batch_size = gr.Number(label="Batch size", value=2, precision=0, minimum=1, elem_id="train-batch")
-                grad_accum = gr.Number(label="Gradient accumulation", value=1, precision=0, minimum=1)
+                epochs = ranged_number(label="Epochs", value=10, precision=0, minimum=1)
+                batch_size = ranged_number(label="Batch size", value=2, precision=0, minimum=1, elem_id="train-batch")
+                grad_accum = ranged_number(label="Gradient accumulation", value=1, precision=0, minimum=1)
             effective = gr.Markdown("Effective batch: 2")
         with gr.Column():
             with gr.Row():
-                learning_rate = gr.Number(label="Learning rate", value=5e-6)
-                weight_decay = gr.Number(label="Weight decay", value=1e-2)
-                seed = gr.Number(label="Seed", value=1, precision=0)
+                learning_rate = ranged_number(label="Learning rate", value=5e-6)
+                weight_decay = ranged_number(label="Weight decay", value=1e-2)
+                seed = ranged_number(label="Seed", value=1, precision=0)
             with gr.Row():
-                max_audio_s = gr.Number(label="Max clip seconds", value=11.0)
-                max_text_len = gr.Number(label="Max text length", value=200, precision=0)
+                max_audio_s = ranged_number(label="Max clip seconds", value=11.0)
+                max_text_len = ranged_number(label="Max text length", value=200, precision=0)
             with gr.Row():
-                save_every = gr.Number(
+                save_every = ranged_number(
                     label="Save every N steps (0: ~10 saves per run)", value=0, precision=0, minimum=0
                 )
-                keep = gr.Number(label="Keep the last K checkpoints (plus the best)", value=2, precision=0, minimum=1)
+                keep = ranged_number(
+                    label="Keep the last K checkpoints (plus the best)", value=2, precision=0, minimum=1
+                )
             test_sentences = gr.Textbox(label="Test sentences, one per line (empty: a default set)", lines=2, value="")
             reference = gr.Textbox(
                 label="Reference clip for samples (empty: the dataset's first clip)", value="", max_lines=1
@@ -126,13 +137,15 @@ def build(
         mixed_precision: bool = False, gradient_checkpointing: bool = False, progress: gr.Progress = gr.Progress(),
     ) -> gr.Dropdown:  # fmt: skip
         """Check everything and start a fine-tuning run in the background; returns the run id."""
+        base = resolve_inside(base_model, roots, what="base model folder", kind="dir") if base_model else default_base
+        reference = resolve_inside(reference_clip, roots, what="reference clip", kind="file") if reference_clip else ""
         config = TrainingConfig(
-            dataset=str(_dataset_path(datasets, dataset)), base_model=base_model or str(default_base),
+            dataset=str(_dataset_path(datasets, dataset, roots)), base_model=str(base),
             run_name=run_name or "run", language=language, epochs=int(epochs), batch_size=int(batch_size),
             grad_accum=int(grad_accum), learning_rate=float(learning_rate), weight_decay=float(weight_decay),
             max_audio_s=float(max_audio_s), max_text_len=int(max_text_len), save_every=int(save_every),
             keep_checkpoints=int(keep_checkpoints), seed=int(seed),
-            test_sentences=[s for s in (test_sentences or "").splitlines() if s.strip()], reference_clip=reference_clip or "",
+            test_sentences=[s for s in (test_sentences or "").splitlines() if s.strip()], reference_clip=str(reference),
             mixed_precision=bool(mixed_precision) and gpu, gradient_checkpointing=bool(gradient_checkpointing) and gpu,
         )  # fmt: skip
         started = runner.start(config, progress=lambda f, m: progress(f, desc=m))
@@ -176,7 +189,7 @@ def build(
         return _status_markdown(state), str(plot) if plot else None, latest, label, runner.store.log_tail(folder)
 
     def fill_preset(name: str, dataset_value: str, *current: Any) -> list[Any]:
-        path = _dataset_path(datasets, dataset_value)
+        path = _dataset_path(datasets, dataset_value, roots)
         rows = read_metadata(path / "metadata_train.csv") if (path / "metadata_train.csv").is_file() else []
         minutes = sum(sf.info(path / r["audio_file"]).duration for r in rows if (path / r["audio_file"]).is_file()) / 60
         base = TrainingConfig(dataset=str(path), base_model="", epochs=int(current[0]), batch_size=int(current[1]))

@@ -10,6 +10,8 @@ import numpy as np
 
 from core import languages
 from core.engine import SAMPLE_RATE
+from core.errors import InvalidInput
+from core.fs import resolve_inside
 from core.metrics import RequestTracker
 from core.profiles import DEFAULT_PROFILE, PROFILES, RANGES, SynthesisParams
 from core.rvc import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest
@@ -19,6 +21,8 @@ from tabs.common import (
     RVC_PARAM_NAMES,
     StopSwitches,
     progress_callback,
+    ranged_number,
+    ranged_slider,
     rvc_param_widgets,
     rvc_profile_values,
     ui_errors,
@@ -30,7 +34,7 @@ HISTORY_HEADERS = ["Created", "Voice", "Language", "Text", "Seconds"]
 
 def _slider(name: str, label: str, value: float, step: float, info: str) -> gr.Slider:
     low, high = RANGES[name]
-    return gr.Slider(low, high, value=value, step=step, label=label, info=info)
+    return ranged_slider(low, high, value=value, step=step, label=label, info=info)
 
 
 def _counter(text: str | None, limit: int) -> str:
@@ -100,18 +104,20 @@ def build(
                     10,
                     "Text is spoken in chunks up to this long (capped per language).",
                 )
-                seed = gr.Number(
+                seed = ranged_number(
                     label="Seed", value=None, precision=0, info="Empty: random. The same seed repeats the same take."
                 )
             with gr.Accordion("RVC voice conversion", open=False, visible=service.rvc is not None):
                 rvc_enabled = gr.Checkbox(label="Convert the result with RVC", value=False, elem_id="tts-rvc-enabled")
                 with gr.Row():
-                    rvc_model = gr.Dropdown(label="RVC model", choices=[], value=None, elem_id="tts-rvc-model")
+                    rvc_model = gr.Dropdown(
+                        label="RVC model", choices=[], value=None, allow_custom_value=True, elem_id="tts-rvc-model"
+                    )
                     rvc_profile = gr.Radio(list(RVC_PROFILES), value=DEFAULT_RVC_PROFILE, label="RVC profile")
                 rvc_params = rvc_param_widgets("tts-rvc")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary")
-                stream = gr.Button("Stream")
+                stream = gr.Button("Stream", elem_id="tts-stream")
                 stop = gr.Button("Stop", variant="stop")
                 load_model = gr.Button("Download / load model", variant="secondary")
         with gr.Column(scale=2):
@@ -277,11 +283,13 @@ def build(
         records = service.store.recent(HISTORY_SIZE)
         return history_rows(records), [str(r.wav) for r in records]
 
-    def pick_history(paths: list[str], evt: gr.SelectData) -> tuple[str | None, str | None]:
+    @ui_errors
+    def pick_history(paths: list[str], evt: gr.SelectData) -> tuple[str, str]:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not isinstance(row, int) or not 0 <= row < len(paths) or not Path(paths[row]).is_file():
-            raise gr.Error("That output is no longer on disk; refresh the history.")
-        return paths[row], paths[row]
+            raise InvalidInput("That output is no longer on disk; refresh the history.")
+        path = str(resolve_inside(paths[row], [service.store.root], what="output", kind="file"))
+        return path, path
 
     @ui_errors
     def load(progress: gr.Progress = gr.Progress()) -> tuple[str, gr.Dropdown]:

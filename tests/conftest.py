@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,12 +21,42 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.engine import XTTSEngine  # noqa: E402
-from tests import make_tiny_models  # noqa: E402
+from core.scratch import scratch_env  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from tests import make_tiny_models, write_guard  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-KIT_CACHE = Path(os.environ.get("XTTS_STUDIO_TEST_CACHE", Path.home() / ".cache" / "xtts-studio-tests")) / "tiny-models"
+TEST_CACHE = Path(os.environ.get("XTTS_STUDIO_TEST_CACHE", Path.home() / ".cache" / "xtts-studio-tests"))
+KIT_CACHE = TEST_CACHE / "tiny-models"
+SCRATCH = TEST_CACHE / "scratch"
+WATCHED = write_guard.Watched(temp=Path(tempfile.gettempdir()), home=Path.home(), repo=ROOT, allowed=(TEST_CACHE,))
+_BEFORE = pytest.StashKey[set[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """List the watched places, then keep this process's own scratch files in the test cache."""
+    config.stash[_BEFORE] = write_guard.snapshot(WATCHED)
+    for name, folder in scratch_env(Settings(models_dir=SCRATCH / "models", outputs_dir=SCRATCH / "outputs")).items():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        os.environ[name] = folder
+    tempfile.tempdir = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything appeared outside the data folders and the test cache."""
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    stray = write_guard.stray_writes(before, write_guard.snapshot(WATCHED), WATCHED)
+    if stray:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(f"  {path}" for path in stray)
+        message = f"Written outside the data folders and the test cache during the run:\n{lines}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +142,7 @@ def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for_http(url + "health", proc, log)
-        yield {"url": url, "data": data, "log": log}
+        yield {"url": url, "data": data, "log": log, "pid": proc.pid, "port": port}
     finally:
         proc.terminate()
         try:

@@ -63,11 +63,11 @@ def test_login_page_then_the_studio(locked_app: dict, chromium_path: str) -> Non
     with browser_page(url, chromium_path) as page:
         assert page.url.endswith("/login")
         page.get_by_label("User").fill("admin")
-        page.get_by_label("Password or API key").fill("wrong")
+        page.get_by_label("Password").fill("wrong")
         page.get_by_role("button", name="Sign in").click()
         page.get_by_text("Wrong user or password.").wait_for()
         page.get_by_label("User").fill("admin")
-        page.get_by_label("Password or API key").fill("pa55word")
+        page.get_by_label("Password").fill("pa55word")
         page.get_by_role("button", name="Sign in").click()
         page.get_by_label("Text", exact=True).wait_for(timeout=30_000)
         page.get_by_role("tab", name="Voice cloning").wait_for()
@@ -81,7 +81,8 @@ def test_authenticator_sessions_and_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     assert auth.login("ann", "wrong") is None
     token = auth.login("ann", "secret-pass")
     assert token and auth.session_user(token) == "ann"
-    assert auth.session_user(auth.login("anyone", KEY)) == "anyone"  # an API key works as a password
+    assert auth.login("anyone", KEY) is None  # logins and API keys are separate by default
+    assert Authenticator(api_keys=(KEY,), api_key_login=True).login("anyone", KEY)  # unless the operator merges them
     auth.logout(token)
     assert auth.session_user(token) is None
     expiring = auth.login("ann", "secret-pass")

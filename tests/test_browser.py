@@ -112,10 +112,10 @@ def test_build_a_dataset_from_an_upload_and_edit_a_row(
     assert "|An edited sentence.|browser-set" in rows and "A journey of a thousand" not in rows
 
 
-def test_train_from_the_tab_and_hear_a_sample(page: Page, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_train_from_the_tab_and_hear_a_sample(page: Page, live_app: dict) -> None:
     from tests.test_training import make_dataset
 
-    dataset = make_dataset(tmp_path_factory.mktemp("ui-train-set"))
+    dataset = make_dataset(Path(live_app["data"], "outputs", "datasets", "ui-train-set"))  # typed as a folder path
     page.get_by_role("tab", name="Training").click()
     field = page.locator("#train-dataset input")
     field.fill(str(dataset))

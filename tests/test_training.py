@@ -85,7 +85,7 @@ def test_a_run_completes_with_checkpoints_samples_and_losses(
             assert plotted[(label, event.step)] == pytest.approx(event.value)
     import torch
 
-    checkpoint = torch.load(state["checkpoints"][-1]["path"], map_location="cpu", weights_only=True)
+    checkpoint = torch.load(state["checkpoints"][-1]["checkpoint"], map_location="cpu", weights_only=True)
     assert "model" in checkpoint and checkpoint["step"] == 12
 
 
@@ -131,8 +131,8 @@ def test_kill_9_is_a_failed_run_that_resumes_and_a_new_ui_reattaches(
     last_checkpoint = max((c for c in runner.status(run)["checkpoints"] if not c["best"]), key=lambda c: c["step"])
     last = last_checkpoint["step"]
     # a kill during a save leaves a truncated file with a higher step: resume must not start from it
-    truncated = Path(last_checkpoint["path"]).with_name(f"checkpoint_{last + 1000}.pth")
-    truncated.write_bytes(Path(last_checkpoint["path"]).read_bytes()[:100_000])
+    truncated = Path(last_checkpoint["checkpoint"]).with_name(f"checkpoint_{last + 1000}.pth")
+    truncated.write_bytes(Path(last_checkpoint["checkpoint"]).read_bytes()[:100_000])
 
     restarted_ui.resume(run)
     assert not truncated.exists() and truncated.with_name(truncated.name + ".partial").exists()

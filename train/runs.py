@@ -52,7 +52,7 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
+            "checkpoint": str(self.path),
             "step": self.step,
             "best": self.best,
             "size_mb": round(self.path.stat().st_size / 1e6, 1),
