@@ -33,6 +33,7 @@ from core.rvc_models import RVCLibrary
 from core.rvc_support import SupportFiles
 from core.scratch import confine_scratch
 from core.settings import Settings, parse_settings, resolve_device
+from core.tensorboard_proxy import build_tensorboard_router
 from core.tts import TTSService
 from core.voices import VoiceLibrary
 from tabs import checkpoints as checkpoints_tab
@@ -49,6 +50,7 @@ from train.review import CheckpointReview
 from train.runner import TrainingRunner
 from train.runs import RunStore
 from train.scoring import Scorer
+from train.tensorboard import TensorBoard
 
 log = logging.getLogger("xtts_studio")
 
@@ -70,6 +72,7 @@ class Studio:
     review: CheckpointReview
     blind: BlindTests
     rvc: RVCService
+    tensorboard: TensorBoard
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -124,7 +127,8 @@ def create_studio(settings: Settings) -> Studio:
     )  # fmt: skip
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
     datasets = DatasetBuilder(settings.datasets_dir)
-    return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc)
+    tensorboard = TensorBoard(runs.root, settings.work_dir / "tensorboard")
+    return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard)
 
 
 def generated_access_token(settings: Settings) -> str | None:
@@ -172,9 +176,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 )
             with gr.Tab("Training", id="training"):
                 training_tab.build(
-                    demo, studio.training, studio.datasets, default_base=studio.engine.model_dir,
-                    enabled=not studio.settings.zerogpu, host=studio.settings.host,
-                    readable_roots=studio.settings.readable_roots,
+                    demo, studio.training, studio.datasets, studio.tensorboard, default_base=studio.engine.model_dir,
+                    enabled=not studio.settings.zerogpu, readable_roots=studio.settings.readable_roots,
                 )  # fmt: skip
             with gr.Tab("Checkpoints", id="checkpoints"):
                 checkpoints_tab.build(
@@ -198,6 +201,7 @@ def build_http_app(studio: Studio, demo: gr.Blocks) -> FastAPI:
         secure_cookies=settings.tls_cert is not None,
     )
     app.include_router(build_router(context))
+    app.include_router(build_tensorboard_router(studio.tensorboard, auth))
 
     app.add_middleware(StudioMiddleware, auth=auth, throttle=context.throttle)
 

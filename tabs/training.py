@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +16,10 @@ from tabs.common import ranged_number, ui_errors
 from train.config import PRESETS, TrainingConfig, preset
 from train.dataset import DatasetBuilder, read_metadata
 from train.runner import TrainingRunner
+from train.tensorboard import TensorBoard
 
 STATUS_FIELDS = ("state", "step", "total_steps", "epoch", "elapsed_s", "eta_s", "error")
+TENSORBOARD_LINK = "tensorboard/"  # relative to the studio's page, so it works behind a reverse proxy too
 
 
 def _dataset_path(datasets: DatasetBuilder, value: str, roots: Sequence[Path]) -> Path:
@@ -53,8 +51,8 @@ def _status_markdown(state: dict[str, Any]) -> str:
 
 
 def build(
-    demo: gr.Blocks, runner: TrainingRunner, datasets: DatasetBuilder, *, default_base: Path, enabled: bool = True,
-    host: str = "127.0.0.1", readable_roots: Sequence[Path] = (),
+    demo: gr.Blocks, runner: TrainingRunner, datasets: DatasetBuilder, tensorboard: TensorBoard, *,
+    default_base: Path, enabled: bool = True, readable_roots: Sequence[Path] = (),
 ) -> None:  # fmt: skip
     """Build the tab inside ``demo``'s current context and wire its events.
 
@@ -65,7 +63,6 @@ def build(
     if not enabled:
         gr.Markdown("Training is disabled on this hardware (Hugging Face ZeroGPU gives GPU time per request only).")
         return
-    tensorboard: dict[str, Any] = {}
     with gr.Row():
         with gr.Column():
             dataset = gr.Dropdown(
@@ -196,20 +193,15 @@ def build(
         filled = preset(name, base, train_clips=len(rows), minutes=minutes)
         return [filled.epochs, filled.batch_size, filled.grad_accum]
 
+    @ui_errors
     def open_tensorboard() -> str:
-        if "process" not in tensorboard or tensorboard["process"].poll() is not None:
-            executable = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            runner.store.root.mkdir(parents=True, exist_ok=True)
-            tensorboard["process"] = subprocess.Popen(
-                [executable, "--logdir", str(runner.store.root), "--host", host, "--port", str(port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            tensorboard["port"] = port
-        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
-        return f"TensorBoard: [http://{shown}:{tensorboard['port']}/](http://{shown}:{tensorboard['port']}/)"
+        """Start TensorBoard over every run (if it is not running); returns its address relative to the studio."""
+        tensorboard.ensure_running()
+        return TENSORBOARD_LINK
+
+    def tensorboard_link() -> str:
+        open_tensorboard()
+        return f"TensorBoard: [{TENSORBOARD_LINK}]({TENSORBOARD_LINK})"
 
     def runs_dropdown(current: str | None = None) -> gr.Dropdown:
         names = [r["run"] for r in runner.store.list()]
@@ -242,6 +234,7 @@ def build(
             effective,
             api_visibility="private",
         )
-    board.click(open_tensorboard, None, board_link, api_visibility="private")
+    board.click(tensorboard_link, None, board_link, api_visibility="private")
+    gr.api(open_tensorboard, api_name="open_tensorboard")
     demo.load(runs_dropdown, run, run, api_visibility="private")
     demo.load(lambda: gr.Dropdown(choices=datasets.list()), None, dataset, api_visibility="private")
