@@ -92,7 +92,7 @@ def build(
         label="Clips (edit text, untick keep to drop, then save)", elem_id="dataset-table", max_height=420,
     )  # fmt: skip
     with gr.Row():
-        clip_player = gr.Audio(label="Selected clip", type="filepath", interactive=False)
+        clip_player = gr.Audio(label="Selected clip", type="filepath", interactive=False, elem_id="dataset-clip")
         save = gr.Button("Save edits")
 
     def folder_of(dataset: str) -> Path:

@@ -231,7 +231,9 @@ def test_the_clip_table_attack_in_the_browser(studio: dict, chromium_path: str) 
         page.keyboard.press("Enter")
         page.locator("#dataset-table").get_by_text(str(SECRET)).filter(visible=True).first.click()
         page.get_by_text("is outside the folders the studio may use").first.wait_for()
-        assert page.locator("audio").evaluate_all("(els) => els.map(e => e.src).filter(Boolean)") == []
+        player = page.locator("#dataset-clip")
+        assert player.locator("audio").evaluate_all("(els) => els.map(e => e.src).filter(Boolean)") == []
+        assert player.locator("a[data-testid='download-link']").count() == 0
 
 
 def test_an_allowed_dir_opens_exactly_that_folder(tmp_path: Path) -> None:
