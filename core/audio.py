@@ -1,13 +1,17 @@
 """Audio in: decode anything ffmpeg reads, measure it, and prepare it for XTTS.
 
 Decoding goes through ffprobe/ffmpeg so every container works the same way
-(wav, mp3, ogg, flac, m4a and the audio track of video files). Loudness is
-measured as ITU-R BS.1770 integrated loudness (K-weighted, gated).
+(wav, mp3, ogg, flac, m4a and the audio track of video files). An upload is
+read as one plain local file: ffmpeg may use the ``file`` protocol only and only
+the demuxers of audio and video files, so a playlist (HLS, ffconcat...) can
+never make it read other files or URLs. Loudness is measured as ITU-R BS.1770
+integrated loudness (K-weighted, gated).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -24,6 +28,13 @@ TARGET_LUFS = -20.0
 PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
 _FRAME_S = 0.02
 _DECODE_TIMEOUT_S = 120
+# ffmpeg demuxer names (``ffmpeg -demuxers``) of files people upload as audio or video. Formats
+# that open further files or URLs named inside them (hls, concat, dash, image2...) are left out.
+_UPLOAD_DEMUXERS = (
+    "wav", "w64", "aiff", "caf", "au", "mp3", "ogg", "flac", "aac", "ac3", "eac3", "dts", "amr",
+    "wv", "ape", "tta", "mpc", "mpc8", "mov", "matroska", "avi", "asf", "flv", "mpeg", "mpegts",
+)  # fmt: skip
+_REFUSED_FORMAT = re.compile(rb"\[(\w+) @ [^\]]*\] Format not on whitelist")
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,28 @@ def _tool(name: str) -> str:
     return path
 
 
+def _local_input(path: Path) -> list[str]:
+    """ffmpeg/ffprobe input options that read ``path`` as one plain local file.
+
+    The ``file:`` prefix keeps a name such as ``http:x.wav`` from being taken for a protocol.
+    """
+    return [
+        "-protocol_whitelist", "file", "-format_whitelist", ",".join(_UPLOAD_DEMUXERS),
+        "-i", f"file:{path.resolve()}",
+    ]  # fmt: skip
+
+
+def _unreadable(name: str, stderr: bytes) -> str:
+    refused = _REFUSED_FORMAT.search(stderr)
+    if refused:
+        kind = refused.group(1).decode()
+        return (
+            f"{name}: {kind} files are not accepted. Playlists and lists of other files or links are refused; "
+            "upload the audio or video file itself (wav, mp3, ogg, opus, flac, m4a, aac, mp4, mkv, webm, avi, wma...)."
+        )
+    return f"{name}: not a readable audio or video file (unsupported or damaged)."
+
+
 def decode(path: Path) -> Decoded:
     """Decode the first audio stream of ``path``; raise :class:`InvalidInput` naming the file if it cannot."""
     name = path.name
@@ -75,13 +108,14 @@ def decode(path: Path) -> Decoded:
     if path.stat().st_size == 0:
         raise InvalidInput(f"{name}: the file is empty (0 bytes).")
     probe = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-select_streams", "a", str(path)],
+        [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-select_streams", "a",
+         *_local_input(path)],
         capture_output=True,
         timeout=_DECODE_TIMEOUT_S,
         check=False,
-    )
+    )  # fmt: skip
     if probe.returncode != 0:
-        raise InvalidInput(f"{name}: not a readable audio or video file (unsupported or damaged).")
+        raise InvalidInput(_unreadable(name, probe.stderr))
     streams = json.loads(probe.stdout or b"{}").get("streams", [])
     if not streams:
         raise InvalidInput(f"{name}: the file has no audio track.")
@@ -91,7 +125,7 @@ def decode(path: Path) -> Decoded:
     if rate <= 0 or channels <= 0:
         raise InvalidInput(f"{name}: the audio track has no usable sample rate or channels.")
     run = subprocess.run(
-        [_tool("ffmpeg"), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-vn",
+        [_tool("ffmpeg"), "-v", "error", "-nostdin", *_local_input(path), "-map", "0:a:0", "-vn",
          "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate), "-"],
         capture_output=True,
         timeout=_DECODE_TIMEOUT_S,

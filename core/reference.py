@@ -12,6 +12,8 @@ from core.audio import XTTS_REFERENCE_RATE, ClipStats, analyse, decode, prepare_
 from core.errors import InvalidInput
 
 MIN_SPEECH_S = 3.0
+MIN_CLIP_S = 1.0
+MIN_CLIP_SPEECH_S = 0.5
 MAX_TOTAL_S = 300.0
 MIN_SAMPLE_RATE = 16000
 MAX_SILENCE_RATIO = 0.8
@@ -49,10 +51,7 @@ def check_clip(path: Path, *, display_name: str | None = None) -> CheckedClip:
             f"{name}: the sample rate is {stats.sample_rate} Hz; at least {MIN_SAMPLE_RATE} Hz is needed "
             "(phone-quality audio makes a muffled voice)."
         )
-    if stats.silence_ratio > MAX_SILENCE_RATIO or stats.speech_s < 0.5:
-        problems.append(
-            f"{name}: the clip is mostly silence ({stats.silence_ratio:.0%} silent, {stats.speech_s:.1f} s of speech)."
-        )
+    problems.extend(_length_problems(name, stats))
     if stats.clipped_ratio > MAX_CLIPPED_RATIO:
         problems.append(
             f"{name}: the audio is clipped ({stats.clipped_ratio:.2%} of samples at full scale); "
@@ -60,6 +59,25 @@ def check_clip(path: Path, *, display_name: str | None = None) -> CheckedClip:
         )
     prepared = prepare_reference(decoded) if not problems else None
     return CheckedClip(path, stats, prepared, problems)
+
+
+def _length_problems(name: str, stats: ClipStats) -> list[str]:
+    """Too short, or too little speech in it: a short clip is called short, never silent."""
+    if stats.duration_s < MIN_CLIP_S:
+        return [
+            f"{name}: the clip is too short ({stats.duration_s:.1f} s); each clip must be at least {MIN_CLIP_S:.0f} s "
+            "long (6 to 30 s of clean speech in total works best)."
+        ]
+    if stats.silence_ratio > MAX_SILENCE_RATIO:
+        return [
+            f"{name}: the clip is mostly silence ({stats.silence_ratio:.0%} silent, {stats.speech_s:.1f} s of speech)."
+        ]
+    if stats.speech_s < MIN_CLIP_SPEECH_S:
+        return [
+            f"{name}: the clip holds only {stats.speech_s:.1f} s of speech; each clip needs at least "
+            f"{MIN_CLIP_SPEECH_S:.1f} s of it."
+        ]
+    return []
 
 
 def check_clips(paths: Sequence[Path], *, names: Sequence[str] | None = None) -> list[CheckedClip]:

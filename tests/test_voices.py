@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import zipfile
@@ -19,6 +20,7 @@ from core.audio import decode, integrated_loudness
 from core.engine import XTTSEngine
 from core.errors import InvalidInput
 from core.outputs import OutputStore
+from core.reference import check_clip
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
 
@@ -188,6 +190,33 @@ def test_dropped_wav_is_a_voice_encoded_on_first_use(library: VoiceLibrary, serv
     assert encodes(service.engine) == before + 1
 
 
+def cut_speech(clip: Path, seconds: float) -> tuple[np.ndarray, int]:
+    """``seconds`` of ``clip`` from where the speech starts."""
+    audio, rate = sf.read(clip, dtype="float32")
+    start = int(np.argmax(np.abs(audio) > 0.05))
+    return audio[start : start + int(seconds * rate)], rate
+
+
+def test_a_short_clip_of_speech_is_called_short_not_silent(clip: Path, tmp_path: Path) -> None:
+    audio, rate = cut_speech(clip, 0.5)
+    sf.write(tmp_path / "half.wav", audio, rate)
+    checked = check_clip(tmp_path / "half.wav")
+    assert checked.stats is not None and checked.stats.speech_s > 0.3  # it is speech
+    assert checked.problems == [
+        "half.wav: the clip is too short (0.5 s); each clip must be at least 1 s long "
+        "(6 to 30 s of clean speech in total works best)."
+    ]
+    assert checked.prepared is None
+    sf.write(tmp_path / "second_and_a_half.wav", *cut_speech(clip, 1.5))
+    assert check_clip(tmp_path / "second_and_a_half.wav").ok
+    sparse, rate = cut_speech(clip, 0.4)  # 1.1 s in all, 70% of it silent: too little speech, not mostly silence
+    sf.write(tmp_path / "sparse.wav", np.concatenate([sparse, np.zeros(int(0.7 * rate))]), rate)
+    (problem,) = check_clip(tmp_path / "sparse.wav").problems
+    assert re.fullmatch(
+        r"sparse.wav: the clip holds only 0\.[34] s of speech; each clip needs at least 0\.5 s of it\.", problem
+    )
+
+
 def make_bad_clips(tmp_path: Path, clip: Path, speech) -> dict[str, Path]:
     bad: dict[str, Path] = {}
     (bad_text := tmp_path / "notes.txt").write_text("not audio at all")
@@ -196,7 +225,9 @@ def make_bad_clips(tmp_path: Path, clip: Path, speech) -> dict[str, Path]:
     bad["unreadable"] = fake
     (empty := tmp_path / "empty.wav").write_bytes(b"")
     bad["empty"] = empty
-    bad["short"] = speech("Hi there.", name="short.wav")
+    bad["short"] = speech("Good morning, everyone.", name="short.wav")
+    sf.write(tmp_path / "half_second.wav", *cut_speech(clip, 0.5))
+    bad["half_second"] = tmp_path / "half_second.wav"
     low = tmp_path / "phone.wav"
     ffmpeg("-i", str(clip), "-ar", "8000", str(low))
     bad["low_rate"] = low
@@ -219,6 +250,7 @@ def make_bad_clips(tmp_path: Path, clip: Path, speech) -> dict[str, Path]:
         ("unreadable", "fake.wav: not a readable audio or video file"),
         ("empty", "empty.wav: the file is empty"),
         ("short", "Too short: .* of speech in total; at least 3 s"),
+        ("half_second", r"half_second.wav: the clip is too short \(0\.5 s\); each clip must be at least 1 s"),
         ("low_rate", "phone.wav: the sample rate is 8000 Hz; at least 16000 Hz"),
         ("silence", "mostly_silent.wav: the clip is mostly silence"),
         ("clipped", "loud.wav: the audio is clipped"),
