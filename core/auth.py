@@ -21,6 +21,7 @@ SESSION_TTL_S = 14 * 24 * 3600
 TOKEN_USER = "studio"
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 300.0
+MAX_TRACKED_CLIENTS = 10_000
 
 
 def _same(a: str, b: str) -> bool:
@@ -129,6 +130,9 @@ class FailureThrottle:
         now = time.monotonic()
         with self._lock:
             self._failures[client] = [*self._recent(client, now), now]
+            if len(self._failures) > MAX_TRACKED_CLIENTS:  # many addresses: forget the ones that aged out
+                for stale in [c for c, times in self._failures.items() if now - times[-1] >= self.window_s]:
+                    del self._failures[stale]
 
     def succeeded(self, client: str) -> None:
         with self._lock:

@@ -98,3 +98,28 @@ def test_secrets_stay_out_of_settings_repr_and_logs(locked_app: dict) -> None:
     assert "pa55word" not in text and KEY not in text
     log = Path(locked_app["log"]).read_text()
     assert "pa55word" not in log and KEY not in log
+
+
+def test_failed_sign_ins_and_wrong_keys_are_throttled(locked_app: dict) -> None:
+    """Last in this module: it locks 127.0.0.1 out of further attempts for a while."""
+    url = locked_app["url"]
+    signed_in = httpx.post(url + "login", data={"username": "admin", "password": "pa55word"}, follow_redirects=False)
+    cookies = signed_in.cookies
+    for _ in range(auth_module.MAX_FAILURES):
+        wrong = httpx.post(url + "login", data={"username": "admin", "password": "guess"}, follow_redirects=False)
+        assert wrong.status_code == 401
+    right = httpx.post(url + "login", data={"username": "admin", "password": "pa55word"}, follow_redirects=False)
+    assert right.status_code == 429 and "try again" in right.text
+    keyed = httpx.get(url + "v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    assert keyed.status_code == 429 and int(keyed.headers["Retry-After"]) > 0  # no key is even checked now
+    assert httpx.get(url, cookies=cookies).status_code == 200  # a session opened before goes on working
+
+
+def test_the_throttle_counts_per_address_and_forgets() -> None:
+    throttle = auth_module.FailureThrottle(limit=3, window_s=60)
+    for _ in range(3):
+        assert throttle.retry_after("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+    assert 0 < throttle.retry_after("10.0.0.1") <= 61 and throttle.retry_after("10.0.0.2") == 0
+    throttle.succeeded("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 0
