@@ -11,6 +11,9 @@ A dataset lives in ``outputs/datasets/<name>/``::
 
 Sources are fingerprinted by content (links by URL), so an interrupted or repeated build
 skips the downloads, extractions and transcriptions it already has.
+
+Links may only lead to public addresses unless the builder is made with
+``allow_private_urls`` (see :mod:`core.net_policy`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frame
 from core.errors import Cancelled, InvalidInput
 from core.languages import CHAR_LIMITS
 from core.model_files import ProgressCallback
+from core.net_policy import NetPolicy
 from core.voices import clean_name, voice_id
 from train import sources as source_io
 from train.segment import ClipPlan, CutOptions, plan_clips
@@ -113,8 +117,9 @@ def snr_db(clip: np.ndarray, noise_floor_db: float) -> float:
 class DatasetBuilder:
     """Builds datasets under ``root`` (``outputs/datasets``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, allow_private_urls: bool = False) -> None:
         self.root = root
+        self.url_policy = NetPolicy(allow_private=allow_private_urls)
 
     def folder_for(self, name: str) -> Path:
         return self.root / voice_id(clean_name(name))
@@ -156,7 +161,7 @@ class DatasetBuilder:
                 raise Cancelled("The build was stopped; what was done is kept and the next build resumes from it.")
             try:
                 fetched = source_io.fetch_url(
-                    url, target / "downloads", cookies=cookies, should_stop=stop,
+                    url, target / "downloads", policy=self.url_policy, cookies=cookies, should_stop=stop,
                     progress=lambda f, m, i=index: report_progress(0.2 * (i + f) / max(len(urls), 1), m),
                 )  # fmt: skip
                 sources += [{"name": p.name, "path": p, "origin": url} for p in fetched]
