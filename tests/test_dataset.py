@@ -259,6 +259,19 @@ def test_bad_inputs_have_clear_messages_and_leave_datasets_intact(tmp_path: Path
     assert builder.list() == ["good"]
 
 
+def test_dataset_names_are_checked_as_dataset_names(tmp_path: Path, talk: tuple[Path, list]) -> None:
+    builder = DatasetBuilder(tmp_path / "datasets")
+    for bad in ("", "   ", "!!!", "../x", "a/b", "x" * 65):
+        for attempt in (
+            functools.partial(builder.build, options(bad), files=[talk[0]]),
+            functools.partial(builder.folder_for, bad),
+        ):
+            with pytest.raises(InvalidInput, match="dataset name") as caught:
+                attempt()
+            assert "voice" not in str(caught.value)
+    assert not (tmp_path / "datasets").exists()
+
+
 def test_edits_are_saved_atomically_and_survive_a_rebuild(tmp_path: Path, talk: tuple[Path, list]) -> None:
     builder = DatasetBuilder(tmp_path / "datasets")
     report = builder.build(options("Edit Me"), files=[talk[0]])

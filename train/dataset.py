@@ -122,7 +122,7 @@ class DatasetBuilder:
         self.url_policy = NetPolicy(allow_private=allow_private_urls)
 
     def folder_for(self, name: str) -> Path:
-        return self.root / voice_id(clean_name(name))
+        return self.root / voice_id(clean_name(name, noun="dataset"))
 
     def list(self) -> list[str]:
         if not self.root.is_dir():
@@ -143,7 +143,7 @@ class DatasetBuilder:
     ) -> BuildReport:
         report_progress = progress or (lambda fraction, message: None)
         stop = should_stop or (lambda: False)
-        name = clean_name(options.name)
+        name = clean_name(options.name, noun="dataset")
         if not 0.0 <= options.eval_fraction < 0.5:
             raise InvalidInput("The eval fraction must be between 0 and 0.5.")
         if not 0.5 <= options.min_s < options.max_s <= 30:
