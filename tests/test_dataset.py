@@ -24,7 +24,7 @@ import soundfile as sf
 
 from core import net_policy
 from core.audio import voiced_frames
-from core.errors import Cancelled, InvalidInput
+from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.net_policy import NetPolicy
 from tests.conftest import free_port, speak
 from train import sources as source_io
@@ -158,7 +158,7 @@ def media_server(talk: tuple[Path, list]) -> Iterator[MediaServer]:
 
 
 def options(name: str, **extra: object) -> BuildOptions:
-    return BuildOptions(name=name, whisper_model=whisper_tiny(), language="en", **extra)  # type: ignore[arg-type]
+    return BuildOptions(**{"name": name, "whisper_model": whisper_tiny(), "language": "en", **extra})  # type: ignore[arg-type]
 
 
 def test_build_from_a_link_with_yt_dlp(tmp_path: Path, talk: tuple[Path, list], media_server: MediaServer) -> None:
@@ -228,10 +228,14 @@ def test_interrupted_build_resumes_without_redoing_work(tmp_path: Path, talk: tu
     assert again.transcribed_now == []
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_bad_inputs_have_clear_messages_and_leave_datasets_intact(tmp_path: Path, talk: tuple[Path, list]) -> None:
     builder = DatasetBuilder(tmp_path / "datasets", allow_private_urls=True)
     good = builder.build(options("Good"), files=[talk[0]])
-    before = (good.dataset_dir / "metadata_train.csv").read_bytes()
+    before = snapshot(good.dataset_dir)
 
     (text := tmp_path / "notes.mp4").write_text("this is not a video")
     (empty := tmp_path / "empty.wav").write_bytes(b"")
@@ -251,11 +255,12 @@ def test_bad_inputs_have_clear_messages_and_leave_datasets_intact(tmp_path: Path
     for kwargs, message in cases:
         with pytest.raises(InvalidInput, match=message):
             builder.build(options("Broken"), **kwargs)
+        assert not builder.folder_for("Broken").exists(), f"a failed first build ({message}) left its folder"
     with pytest.raises(InvalidInput, match=r"empty.wav is empty \(0 bytes\)"):
         source_io.uploaded([empty])
     with pytest.raises(InvalidInput, match="is not a web link"):
         source_io.parse_urls("ftp://example/file.mp3")
-    assert (good.dataset_dir / "metadata_train.csv").read_bytes() == before
+    assert snapshot(good.dataset_dir) == before
     assert builder.list() == ["good"]
 
 
@@ -270,6 +275,39 @@ def test_dataset_names_are_checked_as_dataset_names(tmp_path: Path, talk: tuple[
                 attempt()
             assert "voice" not in str(caught.value)
     assert not (tmp_path / "datasets").exists()
+
+
+def test_a_failed_build_leaves_no_half_made_folder_and_a_failed_rebuild_deletes_nothing(
+    tmp_path: Path, talk: tuple[Path, list]
+) -> None:
+    builder = DatasetBuilder(tmp_path / "datasets")
+    no_whisper = str(tmp_path / "no" / "whisper")  # not a model folder: found out only when transcribing
+    with pytest.raises(ModelUnavailable, match="Could not load the Whisper model"):
+        builder.build(options("Fresh", whisper_model=no_whisper), files=[talk[0]])
+    assert not builder.folder_for("Fresh").exists()  # the extracted source alone is not worth keeping
+    with pytest.raises(Cancelled):
+        builder.build(options("Fresh"), files=[talk[0]], should_stop=lambda: True)
+    assert not builder.folder_for("Fresh").exists()
+
+    good = builder.build(options("Kept"), files=[talk[0]])
+    imported = builder.folder_for("Imported")  # a Coqui dataset copied in by hand: no downloads, no transcripts
+    imported.mkdir()
+    shutil.copytree(good.dataset_dir / "wavs", imported / "wavs")
+    shutil.copy(good.dataset_dir / "metadata_train.csv", imported)
+    before = {name: snapshot(builder.folder_for(name)) for name in ("Kept", "Imported")}
+    second, _ = make_talk(tmp_path / "more", SENTENCES[:1], name="second")
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(RATE * 5, dtype=np.float32), RATE)
+    for name in ("Kept", "Imported"):
+        with pytest.raises(InvalidInput, match="no speech was found"):
+            builder.build(options(name), files=[silent])
+        with pytest.raises(ModelUnavailable):
+            builder.build(options(name, whisper_model=no_whisper), files=[second])
+        with pytest.raises(Cancelled):
+            builder.build(options(name), files=[talk[0]], should_stop=lambda: True)
+        after = snapshot(builder.folder_for(name))
+        assert {file: after.get(file) for file in before[name]} == before[name], name
+    assert builder.list() == ["imported", "kept"]
 
 
 def test_edits_are_saved_atomically_and_survive_a_rebuild(tmp_path: Path, talk: tuple[Path, list]) -> None:
@@ -473,6 +511,7 @@ def test_a_refused_link_is_reported_as_a_skipped_source(
         match=r"No source could be used:\n- Refused http://localhost:\d+/talk.mp4: localhost is 127\.0\.0\.1",
     ):
         builder.build(options("Only Link"), urls=[url])
+    assert not builder.folder_for("Only Link").exists()
 
     report = builder.build(options("Mixed"), urls=[url], files=[talk[0]])
     assert report.kept == len(SENTENCES)
