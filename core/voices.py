@@ -55,17 +55,20 @@ _IMPORT_MAX_BYTES = 512 * 1024 * 1024
 _IMPORT_MAX_MEMBERS = 256
 
 
-def clean_name(raw: str | None) -> str:
-    """A display name that is safe to show and to derive a folder from, or :class:`InvalidInput`."""
+def clean_name(raw: str | None, *, noun: str = "voice") -> str:
+    """A display name that is safe to show and to derive a folder from, or :class:`InvalidInput`.
+
+    ``noun`` says what is being named ("voice", "dataset"), for the messages.
+    """
     name = unicodedata.normalize("NFKC", raw or "").strip()
     if not name:
-        raise InvalidInput("Give the voice a name.")
+        raise InvalidInput(f"The {noun} name is empty. Give the {noun} a name.")
     if any(ch in "/\\" or unicodedata.category(ch).startswith("C") for ch in name):
-        raise InvalidInput("A voice name may not contain slashes, backslashes or control characters.")
+        raise InvalidInput(f"A {noun} name may not contain slashes, backslashes or control characters.")
     if len(name) > NAME_MAX:
-        raise InvalidInput(f"A voice name can be at most {NAME_MAX} characters (this one has {len(name)}).")
+        raise InvalidInput(f"A {noun} name can be at most {NAME_MAX} characters (this one has {len(name)}).")
     if not re.search(r"\w", name):
-        raise InvalidInput("A voice name needs at least one letter or digit.")
+        raise InvalidInput(f"A {noun} name needs at least one letter or digit.")
     return name
 
 

@@ -10,7 +10,12 @@ A dataset lives in ``outputs/datasets/<name>/``::
     report.json, plots/*.png, edits.json    what was kept and dropped, and the user's fixes
 
 Sources are fingerprinted by content (links by URL), so an interrupted or repeated build
-skips the downloads, extractions and transcriptions it already has.
+skips the downloads, extractions and transcriptions it already has. A first build that fails
+removes its folder unless it got as far as work the next build reuses (finished downloads,
+transcripts); a failed rebuild leaves what the dataset already had untouched.
+
+Links may only lead to public addresses unless the builder is made with
+``allow_private_urls`` (see :mod:`core.net_policy`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import logging
 import random
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +42,7 @@ from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frame
 from core.errors import Cancelled, InvalidInput
 from core.languages import CHAR_LIMITS
 from core.model_files import ProgressCallback
+from core.net_policy import NetPolicy
 from core.voices import clean_name, voice_id
 from train import sources as source_io
 from train.segment import ClipPlan, CutOptions, plan_clips
@@ -45,6 +52,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_RATE = 22050
 HEADER = "audio_file|text|speaker_name"
+_STOPPED = "The build was stopped; what was done is kept and the next build resumes from it."
 REASONS = ("too_short", "too_long", "silence", "clipping", "low_snr", "text_short", "text_long", "low_confidence")
 
 
@@ -113,11 +121,12 @@ def snr_db(clip: np.ndarray, noise_floor_db: float) -> float:
 class DatasetBuilder:
     """Builds datasets under ``root`` (``outputs/datasets``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, allow_private_urls: bool = False) -> None:
         self.root = root
+        self.url_policy = NetPolicy(allow_private=allow_private_urls)
 
     def folder_for(self, name: str) -> Path:
-        return self.root / voice_id(clean_name(name))
+        return self.root / voice_id(clean_name(name, noun="dataset"))
 
     def list(self) -> list[str]:
         if not self.root.is_dir():
@@ -138,7 +147,7 @@ class DatasetBuilder:
     ) -> BuildReport:
         report_progress = progress or (lambda fraction, message: None)
         stop = should_stop or (lambda: False)
-        name = clean_name(options.name)
+        name = clean_name(options.name, noun="dataset")
         if not 0.0 <= options.eval_fraction < 0.5:
             raise InvalidInput("The eval fraction must be between 0 and 0.5.")
         if not 0.5 <= options.min_s < options.max_s <= 30:
@@ -147,30 +156,60 @@ class DatasetBuilder:
         if not urls and not inputs:
             raise InvalidInput("Add at least one link, uploaded file or server folder.")
         target = self.root / voice_id(name)
+        created = not target.exists()
         for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
             (target / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            sources = self._fetch(urls, target, cookies, report_progress, stop) + [
+                {"name": p.name, "path": p, "origin": str(p)} for p in inputs
+            ]
+            return self._process(target, name, options, sources, report_progress, stop)
+        except BaseException:
+            if created and not _holds_work(target):
+                log.info("The build of %s failed before any reusable work; removing %s", name, target)
+                shutil.rmtree(target, ignore_errors=True)
+            raise
 
+    def _fetch(
+        self,
+        urls: Sequence[str],
+        target: Path,
+        cookies: Path | None,
+        report_progress: ProgressCallback,
+        stop: Callable[[], bool],
+    ) -> list[dict[str, Any]]:
+        """Download each link; a link that fails becomes a source with an ``error``."""
         sources: list[dict[str, Any]] = []
         for index, url in enumerate(urls):
             if stop():
-                raise Cancelled("The build was stopped; what was done is kept and the next build resumes from it.")
+                raise Cancelled(_STOPPED)
             try:
                 fetched = source_io.fetch_url(
-                    url, target / "downloads", cookies=cookies, should_stop=stop,
+                    url, target / "downloads", policy=self.url_policy, cookies=cookies, should_stop=stop,
                     progress=lambda f, m, i=index: report_progress(0.2 * (i + f) / max(len(urls), 1), m),
                 )  # fmt: skip
                 sources += [{"name": p.name, "path": p, "origin": url} for p in fetched]
             except InvalidInput as exc:
                 sources.append({"name": url, "origin": url, "error": str(exc)})
-        sources += [{"name": p.name, "path": p, "origin": str(p)} for p in inputs]
+        return sources
 
+    def _process(
+        self,
+        target: Path,
+        name: str,
+        options: BuildOptions,
+        sources: list[dict[str, Any]],
+        report_progress: ProgressCallback,
+        stop: Callable[[], bool],
+    ) -> BuildReport:
+        """Extract, transcribe and cut each usable source, then write the dataset."""
         transcribed_now: list[str] = []
         clips: list[ClipRecord] = []
         languages: list[str] = []
         usable = [s for s in sources if "error" not in s]
         for index, source in enumerate(usable):
             if stop():
-                raise Cancelled("The build was stopped; what was done is kept and the next build resumes from it.")
+                raise Cancelled(_STOPPED)
             share = 0.2 + 0.75 * index / max(len(usable), 1)
             report_progress(share, f"Source {index + 1} of {len(usable)}: {source['name']}")
             try:
@@ -341,6 +380,11 @@ class DatasetBuilder:
         atomic.write_json(target / "report.json", payload)
         _plots(target, clips)
         return report
+
+
+def _holds_work(target: Path) -> bool:
+    """Whether a dataset folder holds work a rebuild would reuse: finished downloads or transcripts."""
+    return any((target / "transcripts").glob("*.json")) or any((target / "downloads").glob("*/.done"))
 
 
 def write_metadata(target: Path, train: Sequence[ClipRecord], evaluation: Sequence[ClipRecord], speaker: str) -> None:

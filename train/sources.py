@@ -8,10 +8,13 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from core.errors import Cancelled, InvalidInput
+from core import net_policy
+from core.errors import Cancelled, InvalidInput, StudioError
 from core.latents import file_digest
 from core.model_files import ProgressCallback
+from core.net_policy import NetPolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ def fetch_url(
     url: str,
     cache: Path,
     *,
+    policy: NetPolicy = net_policy.PUBLIC_ONLY,
     cookies: Path | None = None,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -71,13 +75,12 @@ def fetch_url(
 ) -> list[Path]:
     """Download the best audio of ``url`` (a video or a playlist) into ``cache/<fingerprint>/``.
 
-    A finished download leaves a ``.done`` marker, so a rebuild does not fetch it again.
-    YouTube's "Sign in to confirm you're not a bot" is retried with backoff, then reported
-    with what to do about it.
+    ``policy`` says which addresses may be reached: the link is checked first, then every
+    connection yt-dlp makes (redirects included) when it is made. A finished download leaves
+    a ``.done`` marker, so a rebuild does not fetch it again. YouTube's "Sign in to confirm
+    you're not a bot" is retried with backoff, then reported with what to do about it.
     """
-    from yt_dlp import YoutubeDL
-    from yt_dlp.utils import DownloadError
-
+    policy.check_url(url)
     folder = cache / url_fingerprint(url)
     done = folder / ".done"
     if done.is_file():
@@ -85,7 +88,29 @@ def fetch_url(
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    try:
+        with net_policy.guarded(policy) as guard:
+            _download(url, _ytdl_options(url, folder, cookies, progress, should_stop), guard, sleep)
+    except InvalidInput:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".part")
+    )
+    if not files:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InvalidInput(f"{url} gave no audio to download.")
+    done.write_text(url)
+    return files
 
+
+def _ytdl_options(
+    url: str,
+    folder: Path,
+    cookies: Path | None,
+    progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any]:
     def hook(status: dict) -> None:
         if should_stop is not None and should_stop():
             raise Cancelled("Stopped while downloading.")
@@ -99,7 +124,7 @@ def fetch_url(
             share, f"Downloading {name}: {done_bytes / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else "")
         )
 
-    options = {
+    options: dict[str, Any] = {
         "format": "bestaudio/best",
         "outtmpl": str(folder / "%(playlist_index|0)03d-%(id)s.%(ext)s"),
         "quiet": True,
@@ -110,35 +135,43 @@ def fetch_url(
         "socket_timeout": 20,
         "ignoreerrors": False,
         "restrictfilenames": True,
+        # yt-dlp's own downloaders connect from this thread, where the network policy sees every
+        # connection; an external one (ffmpeg for HLS) or parallel fragment threads would not be seen
+        "external_downloader": {"default": "native"},
+        "concurrent_fragment_downloads": 1,
     }
     if cookies is not None:
         options["cookiefile"] = str(cookies)
+    return options
+
+
+def _download(url: str, options: dict[str, Any], guard: net_policy.Guard, sleep: Callable[[float], None]) -> None:
+    """Run yt-dlp, retrying YouTube's bot check; failures become :class:`InvalidInput`."""
+    from yt_dlp import YoutubeDL
+    from yt_dlp.utils import DownloadError
+
     for attempt in range(len(_BACKOFF_S) + 1):
         try:
             with YoutubeDL(options) as ydl:
                 ydl.extract_info(url, download=True)
-            break
-        except DownloadError as exc:
+            return
+        except Exception as exc:
+            # a refusal surfaces wrapped in whatever yt-dlp makes of a failed connection or program
+            if guard.refused and not isinstance(exc, StudioError):
+                raise InvalidInput(f"Could not download {url}: {guard.refused[0]}") from exc
+            if not isinstance(exc, DownloadError):
+                raise
             message = str(exc).removeprefix("ERROR: ")
             if BOT_CHECK in message.lower() and attempt < len(_BACKOFF_S):
                 log.warning("%s asked for a bot check; retrying in %.0fs", url, _BACKOFF_S[attempt])
                 sleep(_BACKOFF_S[attempt])
                 continue
-            shutil.rmtree(folder, ignore_errors=True)
             if BOT_CHECK in message.lower():
                 raise InvalidInput(
                     f'YouTube refused {url} with "Sign in to confirm you\'re not a bot" (tried {attempt + 1} times). '
                     "Export your browser's YouTube cookies to a cookies.txt file and add it under 'Cookies file'."
                 ) from exc
             raise InvalidInput(f"Could not download {url}: {message}") from exc
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".part")
-    )
-    if not files:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise InvalidInput(f"{url} gave no audio to download.")
-    done.write_text(url)
-    return files
 
 
 def uploaded(paths: Sequence[str | Path] | None) -> list[Path]:
