@@ -126,7 +126,7 @@ def create_studio(settings: Settings) -> Studio:
         state_file=settings.models_dir / "cache" / "active_checkpoint.json",
     )  # fmt: skip
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
-    datasets = DatasetBuilder(settings.datasets_dir)
+    datasets = DatasetBuilder(settings.datasets_dir, allow_private_urls=settings.allow_private_urls)
     tensorboard = TensorBoard(runs.root, settings.work_dir / "tensorboard")
     return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard)
 

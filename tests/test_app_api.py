@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,18 @@ def test_clone_list_speak_and_delete_a_voice(client: Client, live_app: dict, tmp
     with pytest.raises(AppError, match="may not contain slashes"):
         client.predict(name="../../etc", clips=[handle_file(str(clip))], api_name="/clone_voice")
     assert not (Path(live_app["data"]) / "etc").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": "Hi", "language": "en", "temperature": 50}, "Temperature must be at most"),
+        ({"text": "Hi", "language": "en", "speed": 0}, "Speed must be at least"),
+        ({"dataset": "x", "epochs": 0}, "Epochs must be at least 1 (got 0)"),
+        ({"dataset": "x", "batch_size": -2}, "Batch size must be at least 1 (got -2)"),
+    ],
+)
+def test_range_errors_name_the_field(live_app: dict, kwargs: dict, message: str) -> None:
+    api_name = "/synthesize" if "text" in kwargs else "/start_training"
+    with pytest.raises(AppError, match=re.escape(message)):
+        Client(live_app["url"], verbose=False).predict(api_name=api_name, **kwargs)
