@@ -199,4 +199,5 @@ def build(
     )
     table.select(play, [picked, table], clip_player, api_visibility="private")
     gr.api(list_datasets, api_name="list_datasets")
-    demo.load(refresh_list, picked, picked, api_visibility="private")
+    # choices only: a page still loading must not clear a dataset the person already picked
+    demo.load(lambda: gr.Dropdown(choices=datasets.list()), None, picked, api_visibility="private")
