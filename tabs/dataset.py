@@ -127,7 +127,7 @@ def build(
         min_confidence: float = 0.5,
         request: gr.Request | None = None,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[gr.Dropdown, str]:
+    ) -> tuple[str, str]:
         """Build (or resume) a dataset; returns its name and a summary."""
         if whisper_model and whisper_model not in (*WHISPER_SIZES, default_whisper):
             whisper_model = str(resolve_inside(whisper_model, source_roots, what="Whisper model folder", kind="dir"))
@@ -143,7 +143,7 @@ def build(
                 cookies=Path(cookies) if cookies else None, progress=progress_callback(progress), should_stop=should_stop,
             )  # fmt: skip
         gr.Info(report.summary().splitlines()[0])
-        return gr.Dropdown(choices=datasets.list(), value=report.dataset_dir.name), report.summary()
+        return report.dataset_dir.name, report.summary()
 
     def list_datasets() -> list[str]:
         """Names of the datasets under outputs/datasets."""
@@ -189,7 +189,9 @@ def build(
     building = start.click(
         build_dataset, inputs, [picked, summary], api_name="build_dataset", concurrency_id=GPU, concurrency_limit=1
     )
-    building.success(ui_errors(show), picked, view, api_visibility="private")
+    building.success(refresh_list, picked, picked, api_visibility="private").success(
+        ui_errors(show), picked, view, api_visibility="private"
+    )
     stop.click(switches.stop, None, None, api_name="stop_dataset_build", queue=False)
     picked.change(ui_errors(show), picked, view, api_visibility="private")
     refresh.click(refresh_list, picked, picked, api_visibility="private")

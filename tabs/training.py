@@ -132,7 +132,7 @@ def build(
         weight_decay: float = 1e-2, max_audio_s: float = 11.0, max_text_len: int = 200, save_every: int = 0,
         keep_checkpoints: int = 2, seed: int = 1, test_sentences: str = "", reference_clip: str = "",
         mixed_precision: bool = False, gradient_checkpointing: bool = False, progress: gr.Progress = gr.Progress(),
-    ) -> gr.Dropdown:  # fmt: skip
+    ) -> str:  # fmt: skip
         """Check everything and start a fine-tuning run in the background; returns the run id."""
         base = resolve_inside(base_model, roots, what="base model folder", kind="dir") if base_model else default_base
         reference = resolve_inside(reference_clip, roots, what="reference clip", kind="file") if reference_clip else ""
@@ -147,7 +147,7 @@ def build(
         )  # fmt: skip
         started = runner.start(config, progress=lambda f, m: progress(f, desc=m))
         gr.Info(f"Training {started} started.")
-        return gr.Dropdown(choices=[r["run"] for r in runner.store.list()], value=started)
+        return started
 
     @ui_errors
     def training_status(run: str) -> dict[str, Any]:
@@ -209,8 +209,8 @@ def build(
 
     view = [status, losses, sample, sample_label, log_tail]
     start.click(start_training, fields, run, api_name="start_training").success(
-        show, run, view, api_visibility="private"
-    )
+        runs_dropdown, run, run, api_visibility="private"
+    ).success(show, run, view, api_visibility="private")
     cancel.click(cancel_training, run, gr.JSON(visible=False), api_name="cancel_training").then(
         show, run, view, api_visibility="private"
     )

@@ -123,8 +123,8 @@ def test_build_a_dataset_and_save_its_table_in_new_clients(script: Script, app: 
     from tests.test_dataset import SENTENCES, make_talk
 
     talk, _ = make_talk(tmp_path, SENTENCES[:3], name="contract-talk")
-    script("/build_dataset", "Contract Set", files=[handle_file(str(talk))], whisper_model=WHISPER)
-    assert "contract-set" in script("/list_datasets")
+    name, summary = script("/build_dataset", "Contract Set", files=[handle_file(str(talk))], whisper_model=WHISPER)
+    assert name == "contract-set" and "clips" in summary and name in script("/list_datasets")
     folder = Path(app["data"], "outputs", "datasets", "contract-set")
     rows = [line.split("|") for line in (folder / "metadata_train.csv").read_text().splitlines()[1:]]
     table = {"headers": ["keep", "split", "audio_file", "text", "speaker_name", "seconds"], "metadata": None,
@@ -133,11 +133,13 @@ def test_build_a_dataset_and_save_its_table_in_new_clients(script: Script, app: 
     assert "Edited." in (folder / "metadata_train.csv").read_text()
 
 
-def wait_for_state(script: Script, run: str, states: set[str], timeout: float = 300) -> dict:
+def wait_for_state(script: Script, run: str, states: set[str], timeout: float = 300, *, saved: bool = False) -> dict:
+    """Poll the run (a new client each time) until it is in ``states`` (and, with ``saved``, has a checkpoint)."""
     deadline = time.monotonic() + timeout
     while True:
         state = script("/training_status", run)
-        if state["state"] in states or time.monotonic() > deadline:
+        done = state["state"] in states and (not saved or state["checkpoints"] or state["state"] != "running")
+        if done or time.monotonic() > deadline:
             return state
         time.sleep(1.0)
 
@@ -145,6 +147,7 @@ def wait_for_state(script: Script, run: str, states: set[str], timeout: float = 
 def test_train_poll_and_review_checkpoints_in_new_clients(script: Script, app: dict) -> None:
     make_dataset(Path(app["data"], "outputs", "datasets", "contract-train"))
     run = script("/start_training", "contract-train", run_name="contract", epochs=2, save_every=2, keep_checkpoints=3)
+    assert isinstance(run, str) and run.startswith("contract")
     state = wait_for_state(script, run, {"completed", "failed"})
     assert state["state"] == "completed", state.get("error")
     assert state["checkpoints"] and all(isinstance(c["checkpoint"], str) for c in state["checkpoints"])
@@ -174,7 +177,7 @@ def test_train_poll_and_review_checkpoints_in_new_clients(script: Script, app: d
     assert Path(imported).name == "model.pth"
 
     second = script("/start_training", "contract-train", run_name="contract-again", epochs=30, save_every=2)
-    wait_for_state(script, second, {"running"})
+    wait_for_state(script, second, {"running"}, saved=True)
     script("/cancel_training", second)
     assert wait_for_state(script, second, {"cancelled", "failed", "completed"})["state"] == "cancelled"
     script("/resume_training", second)
