@@ -8,6 +8,7 @@ threads, file descriptors or ffmpeg children.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -134,35 +135,34 @@ def test_closing_mid_stream(app: dict, baseline: tuple[int, int, int]) -> None:
     assert_all_given_back(app, baseline)
 
 
+@contextlib.contextmanager
+def held_open(app: dict, payload: bytes, count: int = 8) -> Iterator[None]:
+    """``count`` connections that sent ``payload`` and then neither send nor read any more."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = connect(app["port"])
+            sock.sendall(payload)
+            sockets.append(sock)
+        yield
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_slow_senders_take_no_slot(app: dict, baseline: tuple[int, int, int]) -> None:
     """Bodies that never finish arriving are not admitted: others are served meanwhile."""
-    senders = []
-    for _ in range(8):
-        sock = connect(app["port"])
-        sock.sendall(request_bytes(app["port"], BODY[:10], length=len(BODY)))
-        senders.append(sock)
-    try:
+    with held_open(app, request_bytes(app["port"], BODY[:10], length=len(BODY))):
         assert health(app)["queue_depth"] == 0
         a_normal_request_succeeds(app)
-    finally:
-        for sock in senders:
-            sock.close()
     assert_all_given_back(app, baseline)
 
 
 def test_readers_that_never_read_give_their_slots_back(app: dict, baseline: tuple[int, int, int]) -> None:
-    readers = []
-    for _ in range(8):
-        sock = connect(app["port"])
-        sock.sendall(request_bytes(app["port"]))
-        readers.append(sock)
-    try:
+    with held_open(app, request_bytes(app["port"])):
         state = settle(app)
         assert state["queue_depth"] == 0, state
         a_normal_request_succeeds(app)
-    finally:
-        for sock in readers:
-            sock.close()
     assert_all_given_back(app, baseline)
 
 
