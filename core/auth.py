@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 SESSION_COOKIE = "xtts_studio_session"
 SESSION_TTL_S = 14 * 24 * 3600
 TOKEN_USER = "studio"
-MAX_FAILURES = 5
+MAX_FAILURES = 10
 FAILURE_WINDOW_S = 300.0
 MAX_TRACKED_CLIENTS = 10_000
 

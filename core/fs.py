@@ -101,14 +101,20 @@ def resolve_inside(
     return resolved
 
 
-def child(root: Path, name: str, *, what: str = "name", kind: str | None = None) -> Path:
-    """``root/name`` for a ``name`` that must be exactly one path component inside ``root``."""
+def child(
+    root: Path, name: str, *, what: str = "name", kind: str | None = None, roots: Iterable[Path] | None = None
+) -> Path:
+    """``root/name`` for a ``name`` that must be exactly one path component.
+
+    Resolved, it must lie inside ``root``, or inside one of ``roots`` when given (an operator
+    may link a folder in from an allowed place).
+    """
     if not isinstance(name, str):
         raise InvalidInput(f"The {what} must be text, not {type(name).__name__}.")
     value = _screen(name, what)
     if value in (".", "..") or any(sep in value for sep in _SEPARATORS):
         raise UnsafePath(f"The {what} '{value}' may not contain slashes or be '.' or '..'.")
-    return resolve_inside(value, [root], what=what, base=root, kind=kind)
+    return resolve_inside(root / value, [root] if roots is None else roots, what=what, kind=kind)
 
 
 def is_inside(path: str | os.PathLike[str], roots: Iterable[Path]) -> bool:

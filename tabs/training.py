@@ -27,7 +27,7 @@ def _dataset_path(datasets: DatasetBuilder, value: str, roots: Sequence[Path]) -
     if not value:
         raise InvalidInput("Pick a dataset (or type the path of a folder in Coqui's format).")
     if value in datasets.list():
-        return child(datasets.root, value, what="dataset name", kind="dir")
+        return child(datasets.root, value, what="dataset name", kind="dir", roots=roots)
     return resolve_inside(value, roots, what="dataset folder", base=datasets.root, kind="dir")
 
 

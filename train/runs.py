@@ -17,6 +17,7 @@ from typing import Any
 
 from core import atomic, plots
 from core.errors import InvalidInput
+from core.fs import child
 
 ACTIVE = ("queued", "running")
 LOSS_TAGS = {
@@ -67,11 +68,12 @@ class RunStore:
         self._loss_cache: dict[Path, tuple[tuple[tuple[str, int, float], ...], list[dict[str, Any]]]] = {}
 
     def folder(self, run: str) -> Path:
-        name = (run or "").strip()
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise InvalidInput(f"'{run}' is not a run name.")
-        path = self.root / name
-        if not (path / "run.json").is_file():
+        name = (run or "").strip() if isinstance(run, str) else ""
+        try:
+            path = child(self.root, name, what="run name")
+        except InvalidInput:
+            raise InvalidInput(f"'{run}' is not a run name.") from None
+        if name.startswith(".") or not (path / "run.json").is_file():
             raise InvalidInput(f"There is no training run '{name}'.")
         return path
 
