@@ -183,7 +183,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 checkpoints_tab.build(
                     demo, studio.review, studio.blind, exports_root=studio.settings.exports_dir / "models",
                     imported_root=studio.settings.finetuned_dir, voices=studio.tts.voices,
-                    readable_roots=studio.settings.readable_roots,
+                    readable_roots=studio.settings.readable_roots, served_roots=studio.settings.served_roots,
                 )  # fmt: skip
     return demo
 
@@ -224,7 +224,7 @@ def build_http_app(studio: Studio, demo: gr.Blocks) -> FastAPI:
 
 def served_folders(settings: Settings) -> list[str]:
     """Folders whose files a handler may hand to the browser (besides Gradio's own upload cache)."""
-    return [str(p) for p in (settings.outputs_dir, settings.voices_dir, *settings.allowed_dirs)]
+    return [str(p) for p in settings.served_roots]
 
 
 def announce_access(studio: Studio) -> None:

@@ -76,6 +76,11 @@ class Settings:
         return (*self.data_roots, *([self.model_dir] if self.model_dir else []), *self.allowed_dirs)
 
     @property
+    def served_roots(self) -> tuple[Path, ...]:
+        """Folders whose files the browser may be handed: outputs, voices and ``--allowed-dir``."""
+        return (self.outputs_dir, self.voices_dir, *self.allowed_dirs)
+
+    @property
     def default_model_dir(self) -> Path:
         """Where the base XTTS v2 model lives (or is downloaded to)."""
         return self.models_dir / "xtts_v2"

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from core.errors import InvalidInput
-from core.fs import resolve_inside
+from core.fs import is_inside, resolve_inside
 from tabs.common import GPU, progress_callback, ranged_number, ui_errors
 from train import checkpoint_export
 from train.blind_test import BlindTests
@@ -37,11 +37,12 @@ def _table(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 def build(
     demo: gr.Blocks, review: CheckpointReview, blind: BlindTests, *, exports_root: Path, imported_root: Path,
-    voices: Callable[[], list[str]], readable_roots: Sequence[Path] = (),
+    voices: Callable[[], list[str]], readable_roots: Sequence[Path] = (), served_roots: Sequence[Path] = (),
 ) -> None:  # fmt: skip
     """Build the tab inside ``demo``'s current context and wire its events.
 
-    A model folder typed for import must lie inside ``readable_roots``.
+    A model folder typed for import must lie inside ``readable_roots``. A run's reference clip is played only
+    when it lies inside ``served_roots`` (a dataset in a folder the browser may not be handed plays nothing).
     """
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
     active = gr.Markdown()
@@ -144,7 +145,8 @@ def build(
         if not checkpoint:
             return [None] + [gr.update(visible=False), "", None, None] * LISTEN_ROWS
         heard = review.listen(checkpoint)
-        out: list[Any] = [heard["reference"]]
+        reference = heard["reference"]
+        out: list[Any] = [reference if reference and is_inside(reference, served_roots) else None]
         for index in range(LISTEN_ROWS):
             if index < len(heard["rows"]):
                 row = heard["rows"][index]

@@ -100,7 +100,7 @@ def test_build_a_dataset_from_an_upload_and_edit_a_row(
     page.get_by_role("button", name="Build dataset").click()
     page.locator("#dataset-summary").get_by_text("kept 3 clips").wait_for()
 
-    cell = page.locator("#dataset-table").get_by_text("A journey of a thousand miles").filter(visible=True).first
+    cell = page.locator("#dataset-table").get_by_text("journey of a thousand miles").filter(visible=True).first
     cell.dblclick()
     page.keyboard.press("Control+A")
     page.keyboard.type("An edited sentence.")
@@ -109,7 +109,7 @@ def test_build_a_dataset_from_an_upload_and_edit_a_row(
     page.get_by_text("Saved: 2 train and 1 eval clips.").wait_for()
     folder = Path(live_app["data"], "outputs", "datasets", "browser-set")
     rows = (folder / "metadata_train.csv").read_text() + (folder / "metadata_eval.csv").read_text()
-    assert "|An edited sentence.|browser-set" in rows and "A journey of a thousand" not in rows
+    assert "|An edited sentence.|browser-set" in rows and "journey of a thousand" not in rows
 
 
 def test_train_from_the_tab_and_hear_a_sample(page: Page, live_app: dict) -> None:

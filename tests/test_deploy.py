@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -95,7 +96,13 @@ def test_container_entry_command_serves_health(tiny_xtts: Path, tmp_path: Path) 
         check = exec_form("HEALTHCHECK")
         result = subprocess.run([sys.executable, *check[1:]], env=env, timeout=30, check=False)
         assert result.returncode == 0
-        assert "Listening on 0.0.0.0 with NO authentication" in log.read_text()
+        token = re.search(r"/login\?token=(\S+)", log.read_text())
+        assert token, "an exposed container start with no --auth must print a generated access token"
+        page = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=False, timeout=30)
+        assert page.status_code == 303 and page.headers["location"].endswith("login")
+        signed_in = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30,
+                              headers={"Authorization": f"Bearer {token.group(1)}"})  # fmt: skip
+        assert signed_in.status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=20)

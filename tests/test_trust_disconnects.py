@@ -198,7 +198,7 @@ def test_health_says_degraded_when_the_queue_is_stuck(monkeypatch: pytest.Monkey
 
 def test_hostile_bodies_get_openai_errors_not_500s(app: dict) -> None:
     url = app["url"] + "v1/audio/speech"
-    deep = httpx.post(url, content=b"[" * 200_000 + b"]" * 200_000, headers={"Content-Type": "application/json"})
+    deep = httpx.post(url, content=b"[" * 20_000 + b"]" * 20_000, headers={"Content-Type": "application/json"})
     assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]["message"]
     huge = httpx.post(url, content=b'{"input": "' + b"a" * 2_000_000 + b'"}', timeout=60)
     assert huge.status_code == 413 and "limit" in huge.json()["error"]["message"]
