@@ -26,7 +26,7 @@ from core.settings import Settings  # noqa: E402
 from tests import make_tiny_models, write_guard  # noqa: E402
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 TEST_CACHE = Path(os.environ.get("XTTS_STUDIO_TEST_CACHE", Path.home() / ".cache" / "xtts-studio-tests"))
 KIT_CACHE = TEST_CACHE / "tiny-models"
@@ -184,6 +184,24 @@ def browser_page(url: str, chromium_path: str) -> Iterator[Page]:
             yield page
         finally:
             browser.close()
+
+
+def press_play(player: Locator, presses: int = 5) -> None:
+    """Press an audio player's Play until it shows Pause.
+
+    A press can land while an event is still refilling the player (a tab fills its players on load and again when
+    its selection settles), which puts it back to Play; a listener would press again, and so does this.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(presses):
+        player.get_by_role("button", name="Play", exact=True).click()
+        try:
+            player.get_by_role("button", name="Pause", exact=True).wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the player never started after {presses} presses of Play")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import Page
 
-from tests.conftest import browser_page
+from tests.conftest import browser_page, press_play
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +124,10 @@ def test_train_from_the_tab_and_hear_a_sample(page: Page, live_app: dict) -> Non
     page.get_by_label("Save every N steps (0: ~10 saves per run)").fill("2")
     page.get_by_role("button", name="Start training").click()
     page.locator("#train-status").get_by_text("step").first.wait_for()
-    page.locator("#train-status").get_by_text("completed").wait_for(timeout=240_000)
+    page.locator("#train-status").get_by_text("completed").wait_for(timeout=600_000)
     page.locator("#train-losses img").first.wait_for()
     link = page.locator("#train-sample a[data-testid='download-link']")
     link.wait_for()
     rate, samples = fetch_wav(page, link.get_attribute("href"))
     assert rate == 24000 and samples > 0
-    page.locator("#train-sample").get_by_role("button", name="Play", exact=True).click()
+    press_play(page.locator("#train-sample"))

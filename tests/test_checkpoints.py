@@ -20,7 +20,7 @@ from gradio_client import Client
 from core.engine import VoiceSpec, XTTSEngine
 from core.errors import InvalidInput
 from core.profiles import PROFILES
-from tests.conftest import browser_page, running_app, speak
+from tests.conftest import browser_page, press_play, running_app, speak
 from tests.test_training import config_for, make_dataset
 from train import checkpoint_export
 from train.blind_test import BlindTests
@@ -347,8 +347,7 @@ def test_the_app_loads_a_checkpoint_votes_persist_and_the_browser_plays_and_vote
         with browser_page(app["url"], chromium_path) as page:
             page.get_by_role("tab", name="Checkpoints").click()
             sample = page.locator("#ck-sample-0")
-            sample.get_by_role("button", name="Play", exact=True).click()
-            sample.get_by_role("button", name="Pause", exact=True).wait_for()
+            press_play(sample)
             href = sample.locator("a[data-testid='download-link']").get_attribute("href")
             response = page.request.get(href)
             assert response.ok and sf.read(io.BytesIO(response.body()))[1] == 24000

@@ -191,6 +191,8 @@ def test_dropping_a_wav_makes_a_voice_the_api_can_use(api_app: dict, tmp_path: P
         speak("Another dropped reference clip, spoken slowly.", tmp_path / "x.wav"), voices / "Late Arrival.wav"
     )
     response = httpx.post(
-        api_app["url"] + "v1/audio/speech", json={"voice": "Late Arrival", "input": "Hi.", "response_format": "wav"}
+        api_app["url"] + "v1/audio/speech",
+        json={"voice": "Late Arrival", "input": "Hi.", "response_format": "wav"},
+        timeout=120,  # the new voice is encoded first; a busy 2-core runner takes longer than httpx's 5 s default
     )
     assert response.status_code == 200
