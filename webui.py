@@ -19,9 +19,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from core import model_files
-from core.admission import AdmissionGate
 from core.auth import TOKEN_USER, Authenticator
-from core.engine import XTTSEngine
+from core.constants import GRADIO_QUEUE_SIZE
+from core.device import DeviceScheduler
 from core.errors import StudioError
 from core.http_api import HttpContext, StudioMiddleware, build_router, gpu_memory, is_authenticated
 from core.logs import configure_logging
@@ -36,6 +36,8 @@ from core.settings import Settings, parse_settings, resolve_device
 from core.tensorboard_proxy import build_tensorboard_router
 from core.tts import TTSService
 from core.voices import VoiceLibrary
+from core.xtts.engine import XTTSEngine
+from core.xtts.loading import EngineState
 from tabs import checkpoints as checkpoints_tab
 from tabs import dataset as dataset_tab
 from tabs import rvc as rvc_tab
@@ -51,10 +53,9 @@ from train.runner import TrainingRunner
 from train.runs import RunStore
 from train.scoring import Scorer
 from train.tensorboard import TensorBoard
+from train.transcribe import Whisper
 
 log = logging.getLogger("xtts_studio")
-
-GRADIO_QUEUE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Studio:
     """The process-wide objects every tab and route shares."""
 
     settings: Settings
+    scheduler: DeviceScheduler
     engine: XTTSEngine
     voices: VoiceLibrary
     tts: TTSService
@@ -76,20 +78,24 @@ class Studio:
 
 
 def create_studio(settings: Settings) -> Studio:
+    scheduler = DeviceScheduler(
+        resolve_device(settings.device), max_queue=settings.max_queue, zerogpu=settings.zerogpu,
+        memory_budget_bytes=settings.gpu_memory_budget_bytes,
+    )  # fmt: skip
     engine = XTTSEngine(
-        device=resolve_device(settings.device),
+        scheduler=scheduler,
         latents_dir=settings.latents_dir,
         model_dir=settings.model_dir,
         default_model_dir=settings.default_model_dir,
         hub_url=settings.hub_url,
-        zerogpu=settings.zerogpu,
     )
+    whisper = Whisper(scheduler)
     voices = VoiceLibrary(settings.voices_dir, export_dir=settings.exports_dir / "voices", work_dir=settings.work_dir)
     rvc = RVCService(
         RVCLibrary(settings.rvc_dir),
         SupportFiles(settings.rvc_dir / "support", hub_url=settings.hub_url),
         OutputStore(settings.rvc_outputs_dir),
-        device=engine.device,
+        scheduler=scheduler,
     )
     service = TTSService(
         engine,
@@ -98,7 +104,7 @@ def create_studio(settings: Settings) -> Studio:
         voice_sources=[voices],
         rvc=rvc,
     )
-    gate = AdmissionGate(settings.max_queue)
+    gate = scheduler.gate
     tracker = RequestTracker(gate, StudioMetrics(queue_depth=lambda: gate.depth, gpu_memory=gpu_memory))
     auth = Authenticator(
         users=settings.users, api_keys=settings.api_keys, api_key_login=settings.api_key_login,
@@ -116,19 +122,21 @@ def create_studio(settings: Settings) -> Studio:
     runner = TrainingRunner(
         runs,
         device=engine.device,
-        on_start=engine.release_gpu,
-        on_finish=engine.reclaim_gpu,
+        on_start=scheduler.lend,
+        on_finish=scheduler.take_back,
         prepare_base=prepare_base,
     )
     catalog = CheckpointCatalog(runs, settings.finetuned_dir, settings.checkpoints_dir)
     review = CheckpointReview(
-        catalog, engine, Scorer(settings.whisper_model), service.resolve_voice, settings.checkpoints_dir / "renders",
+        catalog, engine, Scorer(settings.whisper_model, whisper=whisper), service.resolve_voice, settings.checkpoints_dir / "renders",
         state_file=settings.models_dir / "cache" / "active_checkpoint.json",
     )  # fmt: skip
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
-    datasets = DatasetBuilder(settings.datasets_dir, allow_private_urls=settings.allow_private_urls)
+    datasets = DatasetBuilder(settings.datasets_dir, allow_private_urls=settings.allow_private_urls, whisper=whisper)
     tensorboard = TensorBoard(runs.root, settings.work_dir / "tensorboard")
-    return Studio(settings, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard)
+    return Studio(
+        settings, scheduler, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard
+    )
 
 
 def generated_access_token(settings: Settings) -> str | None:
@@ -141,7 +149,7 @@ def generated_access_token(settings: Settings) -> str | None:
 def start_engine(studio: Studio) -> None:
     """Load and warm the model if its files are here; otherwise leave it for first use."""
     engine = studio.engine
-    if not engine.status().message.startswith("XTTS is ready"):
+    if engine.status().state is not EngineState.READY:
         log.warning(engine.status().message)
         return
     try:

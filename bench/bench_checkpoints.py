@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from core.engine import VoiceSpec, XTTSEngine
+    from core.xtts.engine import VoiceSpec, XTTSEngine
     from tests.conftest import KIT_CACHE, speak
     from tests.make_tiny_models import build
     from tests.test_training import config_for, make_dataset
@@ -101,7 +101,7 @@ def main() -> int:
     print(f"\ncheckpoint {entry.path.name}: {samples} samples + {samples} base renders scored")
     print(f"score, cold (Whisper + speaker encoder load): {cold:.2f} s")
     print(f"score, warm: {statistics.median(warm):.2f} s median of {args.repeats}")
-    changed = max(len(keys) for keys in engine._changed_keys.values())
+    changed = max(len(keys) for keys in engine.weights.changed_keys.values())
     total = len(engine._model.state_dict())
     print(
         f"swap in + back to base: {statistics.median(swaps) * 1000:.0f} ms median ({changed} of {total} tensors copied)"

@@ -55,9 +55,9 @@ def main() -> int:
     import torch
     from TTS.api import TTS
 
-    from core.engine import VoiceSpec, XTTSEngine
     from core.outputs import OutputStore
     from core.tts import TTSRequest, TTSService
+    from core.xtts.engine import VoiceSpec, XTTSEngine
     from tests.conftest import KIT_CACHE, speak
     from tests.make_tiny_models import build
 

@@ -21,9 +21,10 @@ import numpy as np
 import soxr
 from scipy import signal
 
+from core.constants import XTTS_INPUT_RATE
 from core.errors import InvalidInput
 
-XTTS_REFERENCE_RATE = 22050
+XTTS_REFERENCE_RATE = XTTS_INPUT_RATE
 TARGET_LUFS = -20.0
 PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
 _FRAME_S = 0.02

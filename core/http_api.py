@@ -1,7 +1,7 @@
 """HTTP routes beside the UI: an OpenAI-compatible speech API, health, metrics and the login page.
 
 They run in the same process as the Gradio app and use the same resident engine, the
-same GPU lock and the same admission gate. Errors are OpenAI-style JSON with a fitting
+same device scheduler (its slot and its admission gate). Errors are OpenAI-style JSON with a fitting
 status, never an HTML traceback.
 """
 
@@ -26,10 +26,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import __version__
-from core.admission import queue_problems
 from core.audio_stream import CONTENT_TYPES, encode_stream
 from core.auth import SESSION_COOKIE, SESSION_TTL_S, TOKEN_USER, Authenticator, FailureThrottle
-from core.engine import PAUSE_SECONDS, SAMPLE_RATE
+from core.constants import XTTS_OUTPUT_RATE
+from core.device import queue_problems
 from core.errors import Busy, ModelUnavailable, OutOfMemory, StudioError, UnknownVoice
 from core.logs import request_id
 from core.metrics import CONTENT_TYPE_LATEST, RequestTracker, Ticket
@@ -37,6 +37,7 @@ from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest
 from core.rvc_models import UnknownRVCModel
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
+from core.xtts.engine import PAUSE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ def build_router(ctx: HttpContext) -> APIRouter:
             "gpu_memory": gpu_memory(),
             "queue_depth": gate.depth,
             "queue_capacity": gate.capacity,
+            "scheduler": engine.scheduler.status(),
             "version": __version__,
         }
 
@@ -331,7 +333,7 @@ def build_router(ctx: HttpContext) -> APIRouter:
             return response
         chunks = _produce(prepared, conditioning, ticket)
         return TrackedStream(
-            encode_stream(chunks, body.response_format, SAMPLE_RATE),
+            encode_stream(chunks, body.response_format, XTTS_OUTPUT_RATE),
             ticket,
             media_type=CONTENT_TYPES[body.response_format],
             headers={"X-Voice": prepared.voice.encode("ascii", "replace").decode()},
@@ -358,7 +360,7 @@ def build_router(ctx: HttpContext) -> APIRouter:
         return prepared, engine.conditioning(prepared.spec)
 
     def _produce(prepared: Any, conditioning: Any, ticket: Ticket) -> Iterator[np.ndarray]:
-        """Synthesise chunk by chunk (the lock is taken per chunk); the ticket ends with the stream.
+        """Synthesise chunk by chunk (each takes the device slot); the ticket ends with the stream.
 
         With ``rvc_model`` each chunk is converted before it is sent; after a failed conversion
         (logged) the rest of the stream is plain XTTS audio.
@@ -372,14 +374,15 @@ def build_router(ctx: HttpContext) -> APIRouter:
                     language=prepared.language,
                     conditioning=conditioning,
                     params=prepared.params,
-                    seed=prepared.seed if index == 0 else None,
+                    seed=prepared.seed,
+                    first_chunk=index,
                 )
                 if rvc is not None:
-                    audio, _, _, warning = service.apply_rvc(audio, rvc, rate=SAMPLE_RATE)
+                    audio, _, _, warning = service.apply_rvc(audio, rvc, rate=XTTS_OUTPUT_RATE)
                     rvc = None if warning else rvc
                 if index:
-                    yield np.zeros(int(SAMPLE_RATE * PAUSE_SECONDS), dtype=np.float32)
-                ticket.audio_seconds += len(audio) / SAMPLE_RATE
+                    yield np.zeros(int(XTTS_OUTPUT_RATE * PAUSE_SECONDS), dtype=np.float32)
+                ticket.audio_seconds += len(audio) / XTTS_OUTPUT_RATE
                 ticket.progressed()
                 yield audio
             status = "ok"

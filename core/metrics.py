@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from core.admission import AdmissionGate
+from core.device import AdmissionGate
 from core.errors import Busy, StudioError
 
 __all__ = ["CONTENT_TYPE_LATEST", "RequestTracker", "StudioMetrics", "Ticket"]

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from core.audio import XTTS_REFERENCE_RATE, ClipStats, analyse, decode, prepare_reference
+from core.constants import SPEECH_MODEL_RATE
 from core.errors import InvalidInput
 
 MIN_SPEECH_S = 3.0
 MIN_CLIP_S = 1.0
 MIN_CLIP_SPEECH_S = 0.5
 MAX_TOTAL_S = 300.0
-MIN_SAMPLE_RATE = 16000
+MIN_SAMPLE_RATE = SPEECH_MODEL_RATE
 MAX_SILENCE_RATIO = 0.8
 MAX_CLIPPED_RATIO = 0.001
 

@@ -18,7 +18,6 @@ the studio configured it (fairseq's import may reconfigure it).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -26,19 +25,23 @@ from typing import Any
 
 import numpy as np
 import soxr
+import torch
 
 from core.audio import decode
+from core.constants import SPEECH_MODEL_RATE
+from core.device import DeviceScheduler
 from core.errors import InvalidInput, OutOfMemory
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
-from core.profiles import checked_number
 from core.rvc_models import RVCLibrary, RVCModelInfo
 from core.rvc_support import SupportFiles, files_for
+from core.xtts.profiles import checked_number
 
 log = logging.getLogger(__name__)
 
 F0_METHODS = ("rmvpe", "fcpe", "pm", "harvest", "dio", "crepe")
-HUBERT_RATE = 16000
+HUBERT_RATE = SPEECH_MODEL_RATE
+MODEL = "rvc"  # the converter's name in the device registry
 MAX_INPUT_SECONDS = 30 * 60
 RANGES: dict[str, tuple[float, float]] = {
     "pitch": (-24, 24),
@@ -153,33 +156,63 @@ def _import_engine() -> Any:
 
 
 class ResidentConverter:
-    """The package's ``VC`` kept loaded; every call goes through one lock.
+    """The package's ``VC`` kept loaded; every call runs inside the device slot.
 
     HuBERT loads once; the f0 models once each; a voice model reloads only when a
     different one (or a changed file) is asked for; an index is read once per file version.
+    The converter is registered with the device registry: moving it off the device drops it
+    (it is quick to load again), and it loads on the CPU while the device is lent to training.
     """
 
-    def __init__(self, support: SupportFiles, *, device: str = "cpu") -> None:
+    def __init__(self, support: SupportFiles, *, scheduler: DeviceScheduler) -> None:
         self.support = support
-        self.device = device
-        self.lock = threading.Lock()
+        self.scheduler = scheduler
         self._vc: Any = None
         self._f0: Any = None
+        self._built_for: str | None = None
         self._indexes: dict[tuple[str, int], tuple[Any, np.ndarray]] = {}
         self._model_key: tuple[str, int] | None = None
         self.loads = {"models": 0, "indexes": 0}
+        scheduler.models.register(
+            MODEL, estimate_bytes=self._estimate, offload=self.unload, reload=self.unload, order=20
+        )
+
+    @property
+    def device(self) -> str:
+        return self._built_for or self.scheduler.models.target_device()
 
     def _engine(self) -> Any:
+        target = self.scheduler.models.target_device()
+        if self._vc is not None and self._built_for != target:
+            self.unload()
         if self._vc is None:
             modules, pipeline, f0_class, runtime_config = _import_engine()
-            config = runtime_config(device=self.device)
+            config = runtime_config(device=target)
             self._f0 = _shared_f0_class(f0_class)(
                 device=config.device, rvc_dtype=config.dtype, model_store=self.support, sample_rate=16000
             )
             self._vc = _resident_vc_class(modules.VC, pipeline.Pipeline)(config, model_store=self.support)
             self._vc.shared_f0 = self._f0
             self._vc.index_for = self._index
+            self._built_for = target
+            self.scheduler.models.loaded(MODEL)
         return self._vc
+
+    def unload(self) -> None:
+        """Drop HuBERT, the f0 models and the voice model (indexes stay: they live on the CPU)."""
+        if self._vc is None:
+            return
+        self._vc.unload_model(keep_hubert=False)
+        self._f0.close()
+        self._vc = self._f0 = self._built_for = self._model_key = None
+        self.scheduler.models.unloaded(MODEL)
+
+    def _estimate(self) -> int:
+        if self._vc is None:
+            return 0
+        parts = [self._vc.hubert_model, self._vc.net_g, *(self._f0.models.values() if self._f0 is not None else ())]
+        modules = [m for p in parts for m in (p, getattr(p, "model", None)) if isinstance(m, torch.nn.Module)]
+        return sum(t.numel() * t.element_size() for m in modules for t in (*m.parameters(), *m.buffers()))
 
     def _index(self, path: str) -> tuple[Any, np.ndarray] | None:
         import faiss
@@ -195,7 +228,7 @@ class ResidentConverter:
 
     def convert(self, audio_16k: np.ndarray, model: RVCModelInfo, params: RVCParams) -> tuple[np.ndarray, int]:
         """Convert 16 kHz mono float audio; returns float32 audio and its sample rate."""
-        with self.lock:
+        with self.scheduler.slot(MODEL):
             vc = self._engine()
             key = (str(model.pth), model.pth.stat().st_mtime_ns)
             if key != self._model_key:
@@ -317,11 +350,18 @@ def to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 class RVCService:
     """Conversions for the tab, the TTS pipeline and the HTTP API."""
 
-    def __init__(self, library: RVCLibrary, support: SupportFiles, store: OutputStore, *, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        library: RVCLibrary,
+        support: SupportFiles,
+        store: OutputStore,
+        *,
+        scheduler: DeviceScheduler | None = None,
+    ) -> None:
         self.library = library
         self.support = support
         self.store = store
-        self.converter = ResidentConverter(support, device=device)
+        self.converter = ResidentConverter(support, scheduler=scheduler or DeviceScheduler("cpu"))
 
     def prepare(self, model: str, params: RVCParams, progress: ProgressCallback | None = None) -> RVCModelInfo:
         """Resolve the model and make sure its support weights are here (downloading them with progress)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.constants import DEFAULT_MAX_QUEUE
 from core.errors import InvalidInput
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,8 @@ class Settings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    max_queue: int = 32
+    max_queue: int = DEFAULT_MAX_QUEUE
+    gpu_memory_budget_gb: float | None = None
     log_format: str = "text"
     voice_map: tuple[tuple[str, str], ...] = ()
     zerogpu: bool = False
@@ -59,6 +61,10 @@ class Settings:
     def users(self) -> dict[str, str]:
         """UI logins: every line of ``--auth-file``, then the ``--auth`` pair."""
         return dict([*self.file_users, *([self.auth] if self.auth else [])])
+
+    @property
+    def gpu_memory_budget_bytes(self) -> int | None:
+        return None if self.gpu_memory_budget_gb is None else int(self.gpu_memory_budget_gb * 2**30)
 
     @property
     def exposed(self) -> bool:
@@ -174,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-queue", type=int, help="requests that may wait for the GPU before new ones get 503 (default 32)"
     )
     p.add_argument(
+        "--gpu-memory-budget", type=float, metavar="GB",
+        help="device memory the studio's resident models may use together; past it the least recently used "
+        "move off the device (default: no limit)",
+    )  # fmt: skip
+    p.add_argument(
         "--log-format", choices=["text", "json"], help="log as text (default) or JSON lines with request ids"
     )
     p.add_argument(
@@ -287,6 +298,13 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     max_queue = as_int("max-queue", pick("max-queue", defaults.max_queue))
     if max_queue < 1:
         raise InvalidInput("--max-queue must be at least 1.")
+    budget_raw = pick("gpu-memory-budget", None)
+    try:
+        budget = None if budget_raw is None else float(budget_raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"--gpu-memory-budget must be a number of GB, got '{budget_raw}'.") from None
+    if budget is not None and budget <= 0:
+        raise InvalidInput("--gpu-memory-budget must be more than 0 GB.")
     keys = list(args.api_key or [])
     env_keys = _env(env, "api-keys")
     if env_keys and not keys:
@@ -322,6 +340,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         tls_cert=Path(str(tls_cert)).expanduser().resolve() if tls_cert else None,
         tls_key=Path(str(tls_key)).expanduser().resolve() if tls_key else None,
         max_queue=max_queue,
+        gpu_memory_budget_gb=budget,
         log_format=log_format,
         voice_map=_voice_map(pick("voice-map", None)),  # type: ignore[arg-type]
         zerogpu=as_bool(env.get("SPACES_ZERO_GPU", False)),

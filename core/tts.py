@@ -16,14 +16,15 @@ from typing import Any, Protocol
 import numpy as np
 import soxr
 
-from core.engine import SAMPLE_RATE, VoiceSpec, XTTSEngine
+from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput, StudioError, UnknownVoice
-from core.languages import normalize_language
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
-from core.profiles import DEFAULT_PROFILE, SynthesisParams, resolve_params
 from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest, RVCService
-from core.text import split_for_synthesis, validate_text
+from core.xtts.engine import VoiceSpec, XTTSEngine
+from core.xtts.languages import normalize_language
+from core.xtts.profiles import DEFAULT_PROFILE, SynthesisParams, resolve_params
+from core.xtts.text import split_for_synthesis, validate_text
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class TTSService:
         assert self.rvc is not None
         profile = (request.profile or DEFAULT_RVC_PROFILE).strip().lower()
         try:
-            conversion = self.rvc.convert_array(audio, SAMPLE_RATE, request, progress)
+            conversion = self.rvc.convert_array(audio, XTTS_OUTPUT_RATE, request, progress)
         except Exception as exc:
             if isinstance(exc, StudioError):
                 reason = str(exc)
@@ -185,7 +186,7 @@ class TTSService:
                 reason = f"{exc.__class__.__name__}: {exc}"
                 log.exception("RVC post-processing with %s failed; keeping the XTTS audio", request.model)
             warning = f"RVC conversion failed, so this is the XTTS audio without it. {reason}"
-            return audio, SAMPLE_RATE, {"model": request.model, "profile": profile, "error": reason}, warning
+            return audio, XTTS_OUTPUT_RATE, {"model": request.model, "profile": profile, "error": reason}, warning
         converted, out_rate = conversion.audio, conversion.sample_rate
         if rate is not None and out_rate != rate:
             converted, out_rate = soxr.resample(converted, out_rate, rate).astype(np.float32), rate
@@ -215,7 +216,7 @@ class TTSService:
             should_stop=should_stop,
         )
         meta: dict[str, Any] = {**prepared.metadata(), "mode": "whole"}
-        rate, warning = SAMPLE_RATE, None
+        rate, warning = XTTS_OUTPUT_RATE, None
         if prepared.rvc is not None:
             audio, rate, meta["rvc"], warning = self.apply_rvc(audio, prepared.rvc, progress)
         record = self.store.save(audio, rate, meta)
@@ -246,14 +247,14 @@ class TTSService:
             should_stop=should_stop,
         ):
             if prepared.rvc is not None and warning is None and np.any(np.abs(audio) > 1e-4):  # pauses pass through
-                audio, _, rvc_meta, warning = self.apply_rvc(audio, prepared.rvc, rate=SAMPLE_RATE)
+                audio, _, rvc_meta, warning = self.apply_rvc(audio, prepared.rvc, rate=XTTS_OUTPUT_RATE)
             collected.append(audio)
             yield StreamPiece(audio=audio)
         full = np.concatenate(collected) if collected else np.zeros(0, dtype=np.float32)
         meta: dict[str, Any] = {**prepared.metadata(), "mode": "stream"}
         if rvc_meta is not None:
             meta["rvc"] = rvc_meta
-        record = self.store.save(full, SAMPLE_RATE, meta)
+        record = self.store.save(full, XTTS_OUTPUT_RATE, meta)
         yield StreamPiece(record=record, warning=warning)
 
 

@@ -37,13 +37,14 @@ import torch
 
 from core import atomic
 from core.audio import XTTS_REFERENCE_RATE
-from core.engine import SAMPLE_RATE, VoiceSpec, XTTSEngine
+from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
-from core.languages import LANGUAGES, PREVIEW_SENTENCES, normalize_language
 from core.model_files import ProgressCallback
 from core.outputs import wav_bytes
-from core.profiles import PROFILES
 from core.reference import CheckedClip, check_clips, require_usable
+from core.xtts.engine import VoiceSpec, XTTSEngine
+from core.xtts.languages import LANGUAGES, PREVIEW_SENTENCES, normalize_language
+from core.xtts.profiles import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ class VoiceLibrary:
             params=PROFILES["balanced"],
             seed=0,
         )
-        atomic.write_bytes(folder / "preview.wav", wav_bytes(audio, SAMPLE_RATE))
+        atomic.write_bytes(folder / "preview.wav", wav_bytes(audio, XTTS_OUTPUT_RATE))
         record["model"] = {"id": engine.model_id, "dir": str(engine.status().model_dir)}
 
     def create(

@@ -9,9 +9,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from core import languages
 from core.errors import InvalidInput
 from core.fs import child, resolve_inside
+from core.xtts import languages
 from tabs.common import GPU, StopSwitches, progress_callback, ranged_slider, ui_errors
 from train.dataset import TABLE_COLUMNS, BuildOptions, DatasetBuilder, load_table, save_table
 from train.sources import parse_urls, uploaded

@@ -9,9 +9,9 @@ from typing import Any
 import gradio as gr
 import soundfile as sf
 
-from core import languages
 from core.errors import InvalidInput
 from core.fs import child, resolve_inside
+from core.xtts import languages
 from tabs.common import ranged_number, ui_errors
 from train.config import PRESETS, TrainingConfig, preset
 from train.dataset import DatasetBuilder, read_metadata

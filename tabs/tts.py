@@ -8,14 +8,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from core import languages
-from core.engine import SAMPLE_RATE
+from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
 from core.fs import resolve_inside
 from core.metrics import RequestTracker
-from core.profiles import DEFAULT_PROFILE, PROFILES, RANGES, SynthesisParams
 from core.rvc import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest
 from core.tts import TTSRequest, TTSService, history_rows
+from core.xtts import languages
+from core.xtts.profiles import DEFAULT_PROFILE, PROFILES, RANGES, SynthesisParams
 from tabs.common import (
     GPU,
     RVC_PARAM_NAMES,
@@ -259,9 +259,9 @@ def build(
         with tracker.track("ui_stream", tts_request.profile) as ticket, switches.armed(request) as should_stop:
             for piece in service.stream(tts_request, progress_callback(progress), should_stop):
                 if piece.audio is not None:
-                    ticket.audio_seconds += len(piece.audio) / SAMPLE_RATE
+                    ticket.audio_seconds += len(piece.audio) / XTTS_OUTPUT_RATE
                     pcm = (np.clip(piece.audio, -1.0, 1.0) * 32767).astype(np.int16)
-                    yield (SAMPLE_RATE, pcm), gr.skip()
+                    yield (XTTS_OUTPUT_RATE, pcm), gr.skip()
                 elif piece.record is not None:
                     if piece.warning:
                         gr.Warning(piece.warning)

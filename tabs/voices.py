@@ -10,13 +10,13 @@ from typing import Any
 
 import gradio as gr
 
-from core import languages
 from core.audio import XTTS_REFERENCE_RATE
 from core.errors import InvalidInput
 from core.metrics import RequestTracker
 from core.outputs import wav_bytes
 from core.tts import TTSService
 from core.voices import VoiceInfo, VoiceLibrary
+from core.xtts import languages
 from tabs.common import GPU, progress_callback, ui_errors
 
 CLIP_HEADERS = ["Clip", "Seconds", "Speech s", "Silence", "Clipped", "Loudness LUFS", "Sample rate", "Verdict"]

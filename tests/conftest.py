@@ -20,9 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.engine import XTTSEngine  # noqa: E402
 from core.scratch import scratch_env  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.xtts.engine import XTTSEngine  # noqa: E402
 from tests import make_tiny_models, write_guard  # noqa: E402
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ import soundfile as sf
 import torch
 from gradio_client import Client
 
-from core.engine import VoiceSpec, XTTSEngine
 from core.errors import InvalidInput
-from core.profiles import PROFILES
+from core.xtts.engine import VoiceSpec, XTTSEngine
+from core.xtts.profiles import PROFILES
 from tests.conftest import browser_page, press_play, running_app, speak
 from tests.test_training import config_for, make_dataset
 from train import checkpoint_export
@@ -184,7 +184,7 @@ def test_load_into_the_studio_and_back_swaps_only_what_changed(
     assert "fine-tuned" in review.load(checkpoint)
     tuned = say(engine, clip)
     assert engine.model_id != base_id and engine.load_count == loads
-    assert 0 < len(engine._swapped) < len(engine._model.state_dict()) // 2  # the GPT, not the decoder
+    assert 0 < len(engine.weights.swapped) < len(engine._model.state_dict()) // 2  # the GPT, not the decoder
     assert len(tuned) != len(before) or not np.allclose(tuned, before, atol=1e-3)
     review.load(BASE)
     assert engine.model_id == base_id and engine.active_checkpoint is None

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from core import settings as settings_module
-from core.engine import VoiceSpec, XTTSEngine
-from core.profiles import PROFILES
 from core.settings import parse_settings
+from core.xtts.engine import VoiceSpec, XTTSEngine
+from core.xtts.profiles import PROFILES
 from tests.conftest import ROOT, free_port, wait_for_http
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

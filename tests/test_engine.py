@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.engine import SAMPLE_RATE, VoiceSpec, XTTSEngine
+from core.constants import XTTS_OUTPUT_RATE
 from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.outputs import OutputStore
-from core.profiles import PROFILES
 from core.tts import TTSRequest, TTSService
+from core.xtts.engine import VoiceSpec, XTTSEngine
+from core.xtts.profiles import PROFILES
 
 LONG_TEXT = "This is the first sentence. Here is a second one, a little longer. And a third! Is there a fourth? Yes."
 
@@ -82,9 +83,9 @@ def test_long_text_is_split_and_every_chunk_is_spoken(service: TTSService) -> No
     chunk_steps = [m for _, m in steps if m.startswith("Synthesised")]
     assert chunk_steps[-1] == f"Synthesised {len(result.chunks)} of {len(result.chunks)} chunks"
     audio, rate = sf.read(result.record.wav)
-    assert rate == SAMPLE_RATE
+    assert rate == XTTS_OUTPUT_RATE
     # every chunk yields some audio plus a pause between chunks
-    assert len(audio) > len(result.chunks) * 0.12 * SAMPLE_RATE
+    assert len(audio) > len(result.chunks) * 0.12 * XTTS_OUTPUT_RATE
 
 
 def test_sidecar_records_every_parameter(service: TTSService) -> None:
@@ -99,7 +100,7 @@ def test_sidecar_records_every_parameter(service: TTSService) -> None:
     assert meta["profile"] == "high quality"
     assert meta["seed"] == 7
     assert meta["params"] == {**PROFILES["high quality"].to_dict(), "temperature": 0.5}
-    assert meta["sample_rate"] == SAMPLE_RATE
+    assert meta["sample_rate"] == XTTS_OUTPUT_RATE
     assert meta["file"] == result.record.wav.name
     assert meta["duration_s"] == pytest.approx(sf.info(result.record.wav).duration, abs=0.01)
     assert service.engine.model_id in meta["model"]
@@ -129,7 +130,7 @@ def test_stream_yields_pieces_then_the_saved_file(service: TTSService) -> None:
     records = [p.record for p in pieces if p.record is not None]
     assert len(audio) >= 2 and len(records) == 1 and pieces[-1].record is records[0]
     saved, rate = sf.read(records[0].wav, dtype="float32")
-    assert rate == SAMPLE_RATE
+    assert rate == XTTS_OUTPUT_RATE
     assert len(saved) == sum(len(a) for a in audio)
     assert json.loads(records[0].sidecar.read_text())["mode"] == "stream"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from core import model_files
-from core.engine import XTTSEngine
 from core.errors import ModelUnavailable
+from core.xtts.engine import XTTSEngine
 from tests.conftest import free_port
 
 

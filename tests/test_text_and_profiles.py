@@ -1,9 +1,9 @@
 import pytest
 
 from core.errors import InvalidInput
-from core.languages import CHAR_LIMITS, normalize_language
-from core.profiles import PROFILES, resolve_params
-from core.text import split_for_synthesis, split_sentences, validate_text
+from core.xtts.languages import CHAR_LIMITS, normalize_language
+from core.xtts.profiles import PROFILES, resolve_params
+from core.xtts.text import split_for_synthesis, split_sentences, validate_text
 
 LONG_EN = (
     "The studio keeps one model in memory. It splits long text into sentences! Does it keep every word? "

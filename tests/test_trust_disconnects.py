@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from core.admission import AdmissionGate, queue_problems
+from core.device import AdmissionGate, queue_problems
 from tests import raw_queue
 from tests.conftest import running_app
 
@@ -188,7 +188,7 @@ def test_health_says_degraded_when_the_queue_is_stuck(monkeypatch: pytest.Monkey
     assert any("full" in p for p in queue_problems(gate, stall_s=300))
     gate.leave()
     now = time.monotonic()
-    monkeypatch.setattr("core.admission.time.monotonic", lambda: now + 301)
+    monkeypatch.setattr("core.device.time.monotonic", lambda: now + 301)
     assert any("no queued request made progress" in p for p in queue_problems(gate, stall_s=300))
     gate.progressed()
     assert queue_problems(gate, stall_s=300) == []

@@ -17,12 +17,12 @@ import torch
 
 from core import voices as voices_module
 from core.audio import decode, integrated_loudness
-from core.engine import XTTSEngine
 from core.errors import InvalidInput
 from core.outputs import OutputStore
 from core.reference import check_clip
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
+from core.xtts.engine import XTTSEngine
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs."
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from core import atomic, checkpoint_io
+from core import atomic
 from core.errors import InvalidInput
+from core.xtts import checkpoint_io
 from train.checkpoints import CheckpointCatalog, Entry
 
 MODEL_FILES = ("config.json", "model.pth", "vocab.json")

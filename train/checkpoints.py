@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import checkpoint_io
 from core.errors import InvalidInput
+from core.xtts import checkpoint_io
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig
 from train.dataset import read_metadata
 from train.runs import ACTIVE, RunStore

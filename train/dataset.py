@@ -39,18 +39,20 @@ import soxr
 
 from core import atomic, plots
 from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frames
+from core.constants import XTTS_INPUT_RATE
+from core.device import DeviceScheduler
 from core.errors import Cancelled, InvalidInput
-from core.languages import CHAR_LIMITS
 from core.model_files import ProgressCallback
 from core.net_policy import NetPolicy
 from core.voices import clean_name, voice_id
+from core.xtts.languages import CHAR_LIMITS
 from train import sources as source_io
 from train.segment import ClipPlan, CutOptions, plan_clips
-from train.transcribe import WHISPER_RATE, Transcript, speech_regions, transcribe
+from train.transcribe import WHISPER_RATE, Transcript, Whisper, speech_regions
 
 log = logging.getLogger(__name__)
 
-TRAIN_RATE = 22050
+TRAIN_RATE = XTTS_INPUT_RATE
 HEADER = "audio_file|text|speaker_name"
 _STOPPED = "The build was stopped; what was done is kept and the next build resumes from it."
 REASONS = ("too_short", "too_long", "silence", "clipping", "low_snr", "text_short", "text_long", "low_confidence")
@@ -121,9 +123,10 @@ def snr_db(clip: np.ndarray, noise_floor_db: float) -> float:
 class DatasetBuilder:
     """Builds datasets under ``root`` (``outputs/datasets``)."""
 
-    def __init__(self, root: Path, *, allow_private_urls: bool = False) -> None:
+    def __init__(self, root: Path, *, allow_private_urls: bool = False, whisper: Whisper | None = None) -> None:
         self.root = root
         self.url_policy = NetPolicy(allow_private=allow_private_urls)
+        self.whisper = whisper or Whisper(DeviceScheduler("cpu"))
 
     def folder_for(self, name: str) -> Path:
         return self.root / voice_id(clean_name(name, noun="dataset"))
@@ -255,7 +258,7 @@ class DatasetBuilder:
         audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
         if not speech_regions(audio16k):
             raise InvalidInput(f"{name}: no speech was found in it (silence or music only).")
-        transcript = transcribe(audio16k, model=options.whisper_model, language=options.language)
+        transcript = self.whisper.transcribe(audio16k, model=options.whisper_model, language=options.language)
         if not transcript.words:
             raise InvalidInput(f"{name}: Whisper heard no words in it.")
         payload = {**transcript.to_dict(), "model": options.whisper_model, "requested_language": options.language}

@@ -17,11 +17,12 @@ import numpy as np
 import soundfile as sf
 
 from core import atomic
-from core.engine import SAMPLE_RATE, VoiceSpec, XTTSEngine
+from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
 from core.model_files import ProgressCallback
-from core.profiles import PROFILES
-from core.text import validate_text
+from core.xtts.engine import VoiceSpec, XTTSEngine
+from core.xtts.profiles import PROFILES
+from core.xtts.text import validate_text
 from train.checkpoints import CheckpointCatalog, Entry
 from train.scoring import Scorer, read_scores, recommend, scores_plot
 
@@ -34,7 +35,7 @@ VoiceResolver = Callable[[str | None], tuple[str, VoiceSpec]]
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:
     def fill(handle: Any) -> None:
-        sf.write(handle, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        sf.write(handle, audio, XTTS_OUTPUT_RATE, format="WAV", subtype="PCM_16")
 
     return atomic.write_with(path, fill)
 

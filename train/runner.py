@@ -25,9 +25,9 @@ from typing import Any
 
 from core import atomic
 from core.errors import InvalidInput
-from core.languages import LANGUAGES
 from core.model_files import ProgressCallback
 from core.settings import resolve_device
+from core.xtts.languages import LANGUAGES
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
 from train.dataset import read_metadata

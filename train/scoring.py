@@ -14,10 +14,8 @@ they were computed on, so they are re-read until the samples change.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-import threading
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,21 +25,49 @@ import numpy as np
 
 from core import atomic, plots
 from core.audio import decode
-from train.transcribe import WHISPER_RATE, load_whisper
+from core.device import DeviceScheduler
+from train.transcribe import WHISPER_RATE, Whisper
 
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.json"
 TRUNCATED_BELOW = 0.6  # length ratio against the base model
 RUN_ON_ABOVE = 1.7
-_encoder_lock = threading.Lock()
+ENCODER = "speaker-encoder"  # the name in the device registry
 
 
-@functools.lru_cache(maxsize=1)
-def _voice_encoder() -> Any:
-    from resemblyzer import VoiceEncoder
+class SpeakerEncoder:
+    """resemblyzer's speaker encoder, independent of XTTS; loaded once, used inside the device slot."""
 
-    return VoiceEncoder("cpu", verbose=False)
+    def __init__(self, scheduler: DeviceScheduler) -> None:
+        self.scheduler = scheduler
+        self._encoder: Any = None
+        scheduler.models.register(
+            ENCODER, estimate_bytes=self._estimate, offload=self.unload, reload=self.unload, order=15
+        )
+
+    def _estimate(self) -> int:
+        if self._encoder is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in self._encoder.parameters())
+
+    def unload(self) -> None:
+        if self._encoder is not None:
+            self._encoder = None
+            self.scheduler.models.unloaded(ENCODER)
+
+    def embed(self, wav: np.ndarray) -> np.ndarray:
+        """The utterance embedding of preprocessed 16 kHz audio."""
+        with self.scheduler.slot(ENCODER):
+            target = self.scheduler.models.target_device()
+            if self._encoder is not None and str(self._encoder.device) != target:
+                self.unload()
+            if self._encoder is None:
+                from resemblyzer import VoiceEncoder
+
+                self._encoder = VoiceEncoder(target, verbose=False)
+                self.scheduler.models.loaded(ENCODER)
+            return self._encoder.embed_utterance(wav)
 
 
 def normalise_text(text: str) -> str:
@@ -78,8 +104,10 @@ def fingerprint(files: Sequence[Path]) -> str:
 class Scorer:
     """Scores samples; the speaker encoder and Whisper load once and stay resident."""
 
-    def __init__(self, whisper_model: str) -> None:
+    def __init__(self, whisper_model: str, *, whisper: Whisper | None = None) -> None:
         self.whisper_model = whisper_model
+        self.whisper = whisper or Whisper(DeviceScheduler("cpu"))
+        self.encoder = SpeakerEncoder(self.whisper.scheduler)
         self._references: dict[str, np.ndarray] = {}
 
     def _embed(self, audio16k: np.ndarray) -> np.ndarray:
@@ -88,8 +116,7 @@ class Scorer:
         wav = preprocess_wav(audio16k, source_sr=WHISPER_RATE)
         if len(wav) < WHISPER_RATE // 4:  # resemblyzer trims silence; nothing left means no voice
             return np.zeros(256, dtype=np.float32)
-        with _encoder_lock:
-            return _voice_encoder().embed_utterance(wav)
+        return self.encoder.embed(wav)
 
     def reference_embedding(self, clips: Sequence[Path]) -> np.ndarray:
         key = fingerprint(clips) + "|" + "|".join(str(c) for c in clips)
@@ -100,13 +127,7 @@ class Scorer:
         return self._references[key]
 
     def _transcribe(self, audio16k: np.ndarray, language: str) -> str:
-        whisper = load_whisper(self.whisper_model)
-        multilingual = getattr(whisper.model, "is_multilingual", True)
-        segments, _ = whisper.transcribe(
-            audio16k, language=language if multilingual else None, beam_size=5, vad_filter=False,
-            condition_on_previous_text=False,
-        )  # fmt: skip
-        return " ".join(s.text.strip() for s in segments)
+        return self.whisper.text(audio16k, model=self.whisper_model, language=language)
 
     def score(
         self,

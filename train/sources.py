@@ -12,9 +12,9 @@ from typing import Any
 
 from core import net_policy
 from core.errors import Cancelled, InvalidInput, StudioError
-from core.latents import file_digest
 from core.model_files import ProgressCallback
 from core.net_policy import NetPolicy
+from core.xtts.latents import file_digest
 
 log = logging.getLogger(__name__)
 

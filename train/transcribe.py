@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.constants import SPEECH_MODEL_RATE
+from core.device import DeviceScheduler
 from core.errors import ModelUnavailable
 from train.segment import Word
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WHISPER_RATE = 16000
+WHISPER_RATE = SPEECH_MODEL_RATE
 WHISPER_SIZES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3", "turbo")
 
 
@@ -35,19 +36,21 @@ class Transcript:
         return cls(str(data["language"]), [Word(float(a), float(b), str(t), float(p)) for a, b, t, p in data["words"]])
 
 
-@functools.lru_cache(maxsize=2)
-def load_whisper(model: str, device: str = "auto") -> WhisperModel:
-    """A cached WhisperModel: a size name (downloaded on first use) or a local CTranslate2 folder."""
+_SIZE_MB = {"tiny": 75, "base": 145, "small": 484, "medium": 1530, "large-v3": 3090, "turbo": 1620}
+MODEL = "whisper"  # the name in the device registry
+
+
+def load_whisper(model: str, device: str = "cpu") -> WhisperModel:
+    """A WhisperModel: a size name (downloaded on first use) or a local CTranslate2 folder."""
     from faster_whisper import WhisperModel
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    compute = "float16" if device.startswith("cuda") else "int8"
+    kind, _, index = device.partition(":")
+    compute = "float16" if kind == "cuda" else "int8"
     local = Path(model).expanduser()
     try:
-        return WhisperModel(str(local) if local.is_dir() else model, device=device, compute_type=compute)
+        return WhisperModel(
+            str(local) if local.is_dir() else model, device=kind, device_index=int(index or 0), compute_type=compute
+        )
     except Exception as exc:
         raise ModelUnavailable(
             f"Could not load the Whisper model '{model}' ({exc.__class__.__name__}: {exc}). Sizes "
@@ -56,24 +59,81 @@ def load_whisper(model: str, device: str = "auto") -> WhisperModel:
         ) from exc
 
 
+def _estimate_bytes(model: str) -> int:
+    weights = Path(model).expanduser() / "model.bin"
+    if weights.is_file():
+        return weights.stat().st_size
+    return _SIZE_MB.get(model.removesuffix(".en"), 500) * 2**20
+
+
+class Whisper:
+    """faster-whisper models kept loaded (one per size), used inside the device slot.
+
+    Registered with the device registry: moving Whisper off the device drops it (it loads
+    again in seconds), and while the device is lent to training it loads on the CPU.
+    """
+
+    def __init__(self, scheduler: DeviceScheduler) -> None:
+        self.scheduler = scheduler
+        self._models: dict[str, WhisperModel] = {}
+        self._device: str | None = None
+        self.loads = 0
+        scheduler.models.register(
+            MODEL, estimate_bytes=self._estimate, offload=self.unload, reload=self.unload, order=10
+        )
+
+    def _estimate(self) -> int:
+        return sum(_estimate_bytes(name) for name in self._models)
+
+    def unload(self) -> None:
+        if self._models:
+            self._models.clear()
+            self._device = None
+            self.scheduler.models.unloaded(MODEL)
+
+    def _model(self, name: str) -> WhisperModel:
+        """The loaded model ``name`` (call inside the slot)."""
+        target = self.scheduler.models.target_device()
+        if self._device != target:
+            self.unload()
+        if name not in self._models:
+            while len(self._models) >= 2:  # a third size pushes out the oldest
+                self._models.pop(next(iter(self._models)))
+            self._models[name] = load_whisper(name, target)
+            self._device = target
+            self.loads += 1
+            self.scheduler.models.loaded(MODEL)
+        return self._models[name]
+
+    def transcribe(self, audio16k: np.ndarray, *, model: str, language: str | None = None) -> Transcript:
+        """Words with times and probabilities; ``language=None`` detects it."""
+        with self.scheduler.slot(MODEL):  # segments decode lazily: consume them inside the slot
+            segments, info = self._model(model).transcribe(
+                audio16k,
+                language=language,
+                word_timestamps=True,
+                vad_filter=True,
+                beam_size=5,
+                condition_on_previous_text=False,  # keeps one bad segment from derailing the rest
+            )
+            words = [Word(w.start, w.end, w.word, w.probability) for segment in segments for w in (segment.words or [])]
+        return Transcript(info.language, words)
+
+    def text(self, audio16k: np.ndarray, *, model: str, language: str | None) -> str:
+        """Plain text of the whole audio (no VAD: a sample is speech from end to end)."""
+        with self.scheduler.slot(MODEL):
+            whisper = self._model(model)
+            multilingual = getattr(whisper.model, "is_multilingual", True)
+            segments, _ = whisper.transcribe(
+                audio16k, language=language if multilingual else None, beam_size=5, vad_filter=False,
+                condition_on_previous_text=False,
+            )  # fmt: skip
+            return " ".join(s.text.strip() for s in segments)
+
+
 def speech_regions(audio16k: np.ndarray) -> list[tuple[float, float]]:
     """Voice-activity regions in seconds, from the Silero VAD that faster-whisper ships."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     stamps = get_speech_timestamps(audio16k, VadOptions(min_silence_duration_ms=300, speech_pad_ms=30))
     return [(s["start"] / WHISPER_RATE, s["end"] / WHISPER_RATE) for s in stamps]
-
-
-def transcribe(audio16k: np.ndarray, *, model: str, language: str | None = None) -> Transcript:
-    """Words with times and probabilities; ``language=None`` detects it."""
-    whisper = load_whisper(model)
-    segments, info = whisper.transcribe(
-        audio16k,
-        language=language,
-        word_timestamps=True,
-        vad_filter=True,
-        beam_size=5,
-        condition_on_previous_text=False,  # keeps one bad segment from derailing the rest
-    )
-    words = [Word(w.start, w.end, w.word, w.probability) for segment in segments for w in (segment.words or [])]
-    return Transcript(info.language, words)

@@ -12,7 +12,7 @@ import functools
 import re
 
 from core.errors import InvalidInput
-from core.languages import CHAR_LIMITS
+from core.xtts.languages import CHAR_LIMITS
 
 # pysbd's language codes for the XTTS languages it knows; others use the regex.
 _PYSBD_LANGS = {
