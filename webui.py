@@ -19,25 +19,25 @@ import uvicorn
 from fastapi import FastAPI
 
 from core import model_files
-from core.auth import TOKEN_USER, Authenticator
 from core.constants import GRADIO_QUEUE_SIZE
 from core.device import DeviceScheduler
 from core.errors import StudioError
-from core.http_api import HttpContext, StudioMiddleware, build_router, gpu_memory, is_authenticated
 from core.logs import configure_logging
-from core.metrics import RequestTracker, StudioMetrics
 from core.model_files import ProgressCallback
 from core.outputs import OutputStore
-from core.rvc import RVCService
-from core.rvc_models import RVCLibrary
-from core.rvc_support import SupportFiles
+from core.rvc.convert import RVCService
+from core.rvc.convert.models import RVCLibrary
+from core.rvc.convert.support import SupportFiles
 from core.scratch import confine_scratch
 from core.settings import Settings, parse_settings, resolve_device
-from core.tensorboard_proxy import build_tensorboard_router
 from core.tts import TTSService
 from core.voices import VoiceLibrary
 from core.xtts.engine import XTTSEngine
 from core.xtts.loading import EngineState
+from serve.auth import TOKEN_USER, Authenticator
+from serve.http_api import HttpContext, StudioMiddleware, build_router, gpu_memory, is_authenticated
+from serve.metrics import RequestTracker, StudioMetrics
+from serve.tensorboard_proxy import build_tensorboard_router
 from tabs import checkpoints as checkpoints_tab
 from tabs import dataset as dataset_tab
 from tabs import rvc as rvc_tab

@@ -8,7 +8,7 @@ N times with the same parameters, in one run:
 
 - per call: ``tts_with_rvc.rvc_convert(...)``, which builds a converter each time and so
             reloads HuBERT, the voice model, the f0 model and the index on every call
-- studio:   ``core.rvc.RVCService.convert_file`` with its resident converter, after one warm-up
+- studio:   ``core.rvc.convert.RVCService.convert_file`` with its resident converter, after one warm-up
 
 Both read the clip from a file and write a WAV. ``HF_HUB_OFFLINE=1`` keeps the package's
 hub lookups local (the support files are already in the folder it is given).
@@ -66,9 +66,9 @@ def main() -> int:
     import torch
 
     from core.outputs import OutputStore
-    from core.rvc import RVCRequest, RVCService
-    from core.rvc_models import RVCLibrary
-    from core.rvc_support import SupportFiles
+    from core.rvc.convert import RVCRequest, RVCService
+    from core.rvc.convert.models import RVCLibrary
+    from core.rvc.convert.support import SupportFiles
     from tests.conftest import KIT_CACHE, speak
     from tests.make_tiny_models import build
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from core import atomic
+from core import fs
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ class OutputStore:
             "duration_s": round(len(audio) / sample_rate, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
         }
-        atomic.write_json(wav.with_suffix(".json"), record)
-        atomic.write_bytes(wav, wav_bytes(audio, sample_rate))
+        fs.write_json(wav.with_suffix(".json"), record)
+        fs.write_bytes(wav, wav_bytes(audio, sample_rate))
         return OutputRecord(wav, record)
 
     def recent(self, limit: int = 20) -> list[OutputRecord]:

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from core import atomic
+from core import fs
 
 
 def subplots(columns: int = 1, *, size: tuple[float, float] = (6, 3)) -> tuple[Any, Any]:
@@ -27,4 +27,4 @@ def save_png(fig: Any, target: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    return atomic.write_bytes(target, buffer.getvalue())
+    return fs.write_bytes(target, buffer.getvalue())

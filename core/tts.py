@@ -20,7 +20,7 @@ from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput, StudioError, UnknownVoice
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
-from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest, RVCService
+from core.rvc.convert import DEFAULT_RVC_PROFILE, RVCRequest, RVCService
 from core.xtts.engine import VoiceSpec, XTTSEngine
 from core.xtts.languages import normalize_language
 from core.xtts.profiles import DEFAULT_PROFILE, SynthesisParams, resolve_params

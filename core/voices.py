@@ -35,7 +35,7 @@ from typing import Any
 import soundfile as sf
 import torch
 
-from core import atomic
+from core import fs
 from core.audio import XTTS_REFERENCE_RATE
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
@@ -240,7 +240,7 @@ class VoiceLibrary:
         entries = []
         for offset, clip in enumerate(checked):
             relative = f"clips/{first_index + offset:02d}.wav"
-            atomic.write_bytes(folder / relative, wav_bytes(clip.prepared, XTTS_REFERENCE_RATE))  # type: ignore[arg-type]
+            fs.write_bytes(folder / relative, wav_bytes(clip.prepared, XTTS_REFERENCE_RATE))  # type: ignore[arg-type]
             entries.append({
                 "file": relative,
                 "source": clip.source.name,
@@ -262,7 +262,7 @@ class VoiceLibrary:
             params=PROFILES["balanced"],
             seed=0,
         )
-        atomic.write_bytes(folder / "preview.wav", wav_bytes(audio, XTTS_OUTPUT_RATE))
+        fs.write_bytes(folder / "preview.wav", wav_bytes(audio, XTTS_OUTPUT_RATE))
         record["model"] = {"id": engine.model_id, "dir": str(engine.status().model_dir)}
 
     def create(
@@ -298,7 +298,7 @@ class VoiceLibrary:
                 }
                 report(0.4, "Encoding the voice")
                 self._encode_and_preview(staging, record, engine)
-                atomic.write_json(staging / RECORD, record)
+                fs.write_json(staging / RECORD, record)
                 report(0.95, "Saving")
                 target = self.root / voice_id(name)
                 staging.rename(target)
@@ -321,7 +321,7 @@ class VoiceLibrary:
                     shutil.rmtree(staging / "latents", ignore_errors=True)
                     self._encode_and_preview(staging, record, engine)
                 record["updated"] = _now()
-                atomic.write_json(staging / RECORD, record)
+                fs.write_json(staging / RECORD, record)
                 self._swap_in(staging, self.root / voice_id(record["name"]), voice.path)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -479,5 +479,5 @@ class VoiceLibrary:
         record["name"] = name
         record["language"] = record.get("language") if record.get("language") in LANGUAGES else "en"
         record["imported"] = _now()
-        atomic.write_json(folder / RECORD, record)
+        fs.write_json(folder / RECORD, record)
         return name

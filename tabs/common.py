@@ -14,7 +14,7 @@ import gradio as gr
 
 from core.errors import StudioError
 from core.model_files import ProgressCallback
-from core.rvc import DEFAULT_RVC_PROFILE, F0_METHODS, RANGES, RVC_PROFILES
+from core.rvc.convert import DEFAULT_RVC_PROFILE, F0_METHODS, RANGES, RVC_PROFILES
 
 log = logging.getLogger(__name__)
 

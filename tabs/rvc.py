@@ -8,9 +8,9 @@ from typing import Any
 import gradio as gr
 
 from core.fs import resolve_inside
-from core.metrics import RequestTracker
-from core.rvc import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest, RVCService
+from core.rvc.convert import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest, RVCService
 from core.tts import TTSService
+from serve.metrics import RequestTracker
 from tabs.common import GPU, RVC_PARAM_NAMES, progress_callback, rvc_param_widgets, rvc_profile_values, ui_errors
 
 MODEL_HEADERS = ["Name", "Version", "Sample rate", "f0", "Index", "Size (MB)"]

@@ -11,11 +11,11 @@ import numpy as np
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
 from core.fs import resolve_inside
-from core.metrics import RequestTracker
-from core.rvc import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest
+from core.rvc.convert import DEFAULT_RVC_PROFILE, RVC_PROFILES, RVCRequest
 from core.tts import TTSRequest, TTSService, history_rows
 from core.xtts import languages
 from core.xtts.profiles import DEFAULT_PROFILE, PROFILES, RANGES, SynthesisParams
+from serve.metrics import RequestTracker
 from tabs.common import (
     GPU,
     RVC_PARAM_NAMES,

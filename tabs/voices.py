@@ -12,11 +12,11 @@ import gradio as gr
 
 from core.audio import XTTS_REFERENCE_RATE
 from core.errors import InvalidInput
-from core.metrics import RequestTracker
 from core.outputs import wav_bytes
 from core.tts import TTSService
 from core.voices import VoiceInfo, VoiceLibrary
 from core.xtts import languages
+from serve.metrics import RequestTracker
 from tabs.common import GPU, progress_callback, ui_errors
 
 CLIP_HEADERS = ["Clip", "Seconds", "Speech s", "Silence", "Clipped", "Loudness LUFS", "Sample rate", "Verdict"]

@@ -11,8 +11,8 @@ import openai
 import pytest
 from gradio_client import Client
 
-from core import auth as auth_module
-from core.auth import Authenticator
+from serve import auth as auth_module
+from serve.auth import Authenticator
 from tests.conftest import browser_page, running_app
 
 KEY = "sk-test-12345678"

@@ -11,9 +11,9 @@ import torch
 
 from core.device import DeviceScheduler, ModelRegistry, Placement
 from core.outputs import OutputStore
-from core.rvc import RVCRequest, RVCService
-from core.rvc_models import RVCLibrary
-from core.rvc_support import SupportFiles
+from core.rvc.convert import RVCRequest, RVCService
+from core.rvc.convert.models import RVCLibrary
+from core.rvc.convert.support import SupportFiles
 from core.tts import TTSRequest, TTSService
 from core.xtts.checkpoint_io import read_state_dict
 from core.xtts.engine import VoiceSpec, XTTSEngine

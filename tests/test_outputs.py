@@ -6,29 +6,29 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import atomic
+from core import fs
 from core.errors import StudioError
 from core.outputs import OutputStore
 
 
 def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
     target = tmp_path / "deep" / "x.json"
-    atomic.write_json(target, {"a": 1})
-    atomic.write_json(target, {"a": 2})
+    fs.write_json(target, {"a": 1})
+    fs.write_json(target, {"a": 2})
     assert target.read_text().strip().endswith("}") and '"a": 2' in target.read_text()
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]
 
 
 def test_crash_mid_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "x.txt"
-    atomic.write_text(target, "old")
+    fs.write_text(target, "old")
 
     def crash(fd: int) -> None:
         raise KeyboardInterrupt  # the process dies between writing and renaming
 
     monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(KeyboardInterrupt):
-        atomic.write_text(target, "new and longer")
+        fs.write_text(target, "new and longer")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
@@ -39,7 +39,7 @@ def test_full_disk_is_a_clear_message_and_leaves_nothing(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(StudioError, match=r"disk is full.*Nothing was saved"):
-        atomic.write_text(tmp_path / "y.txt", "data")
+        fs.write_text(tmp_path / "y.txt", "data")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from gradio_client import Client
 
-from core.auth import SESSION_COOKIE, Authenticator
 from core.errors import StudioError
-from core.tensorboard_proxy import build_tensorboard_router
+from serve.auth import SESSION_COOKIE, Authenticator
+from serve.tensorboard_proxy import build_tensorboard_router
 from tests.conftest import free_port, running_app
 
 KEY = "sk-board-12345678"

@@ -211,7 +211,7 @@ def test_a_body_that_never_arrives_is_a_408() -> None:
     import anyio
     from starlette.requests import Request
 
-    from core.http_api import BodyError, read_json_body
+    from serve.http_api import BodyError, read_json_body
 
     async def never(*_: object) -> dict:
         await anyio.sleep(3600)

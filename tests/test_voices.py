@@ -305,7 +305,7 @@ def test_crash_during_save_leaves_the_library_readable(
         raise KeyboardInterrupt  # the process is killed while the voice is being written
 
     with monkeypatch.context() as patch:
-        patch.setattr(voices_module.atomic, "write_json", die)
+        patch.setattr(voices_module.fs, "write_json", die)
         with pytest.raises(KeyboardInterrupt):
             library.create("Half", [clip], engine=shared_engine)
         with pytest.raises(KeyboardInterrupt):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import atomic
+from core import fs
 from core.errors import InvalidInput
 from train.checkpoints import CheckpointCatalog, Entry
 
@@ -53,7 +53,7 @@ class BlindTests:
             order = [a_entry, b_entry]
             random.SystemRandom().shuffle(order)
             files = {slot: render(entry.id, folder / f"{slot}.wav") for slot, entry in zip("AB", order, strict=True)}
-            atomic.write_json(folder / "trial.json", {
+            fs.write_json(folder / "trial.json", {
                 "sentence": sentence, "created": time.time(),
                 "models": {slot: {"checkpoint": e.id, "label": e.label, "run": _run_of(e)}
                            for slot, e in zip("AB", order, strict=True)},
@@ -81,9 +81,9 @@ class BlindTests:
         target = self._votes_file(models["A"].get("run") or models["B"].get("run"))
         votes = _read_votes(target)
         votes.append(vote)
-        atomic.write_json(target, votes)
+        fs.write_json(target, votes)
         record["voted"] = choice
-        atomic.write_json(folder / "trial.json", record)
+        fs.write_json(folder / "trial.json", record)
         return {"choice": choice, "A": models["A"]["label"], "B": models["B"]["label"],
                 "winner": None if winner is None else models[choice]["label"]}  # fmt: skip
 

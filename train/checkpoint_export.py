@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from core import atomic
+from core import fs
 from core.errors import InvalidInput
 from core.xtts import checkpoint_io
 from train.checkpoints import CheckpointCatalog, Entry
@@ -58,7 +58,7 @@ def export(catalog: CheckpointCatalog, checkpoint: str, exports_root: Path, name
         for file_name in ("config.json", "vocab.json", "speakers_xtts.pth"):
             if (base / file_name).is_file():
                 shutil.copy2(base / file_name, staging / file_name)
-        atomic.write_json(staging / "studio.json", _provenance(entry))
+        fs.write_json(staging / "studio.json", _provenance(entry))
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -70,7 +70,7 @@ def export(catalog: CheckpointCatalog, checkpoint: str, exports_root: Path, name
             for path in sorted(target.iterdir()):
                 zipped.write(path, f"{name}/{path.name}")
 
-    atomic.write_with(archive, fill)
+    fs.write_with(archive, fill)
     return {"folder": str(target), "zip": str(archive)}
 
 

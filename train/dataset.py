@@ -37,7 +37,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from core import atomic, plots
+from core import fs, plots
 from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frames
 from core.constants import XTTS_INPUT_RATE
 from core.device import DeviceScheduler
@@ -244,7 +244,7 @@ class DatasetBuilder:
             mono = soxr.resample(mono, decoded.sample_rate, TRAIN_RATE).astype(np.float32)
         buffer = io.BytesIO()
         sf.write(buffer, mono, TRAIN_RATE, format="WAV", subtype="FLOAT")
-        atomic.write_bytes(wav, buffer.getvalue())
+        fs.write_bytes(wav, buffer.getvalue())
         return mono, fingerprint
 
     def _transcript(
@@ -262,7 +262,7 @@ class DatasetBuilder:
         if not transcript.words:
             raise InvalidInput(f"{name}: Whisper heard no words in it.")
         payload = {**transcript.to_dict(), "model": options.whisper_model, "requested_language": options.language}
-        atomic.write_json(cached, payload)
+        fs.write_json(cached, payload)
         return transcript, True
 
     def _cut(
@@ -298,7 +298,7 @@ class DatasetBuilder:
             if record.reason is None:
                 buffer = io.BytesIO()
                 sf.write(buffer, normalize_loudness(clip, TRAIN_RATE), TRAIN_RATE, format="WAV", subtype="PCM_16")
-                atomic.write_bytes(target / record.file, buffer.getvalue())
+                fs.write_bytes(target / record.file, buffer.getvalue())
             records.append(record)
         return records
 
@@ -380,7 +380,7 @@ class DatasetBuilder:
             "options": asdict(options),
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        atomic.write_json(target / "report.json", payload)
+        fs.write_json(target / "report.json", payload)
         _plots(target, clips)
         return report
 
@@ -394,7 +394,7 @@ def write_metadata(target: Path, train: Sequence[ClipRecord], evaluation: Sequen
     """Coqui's ``coqui`` format: a header line, then ``audio_file|text|speaker_name``, written atomically."""
     for file_name, rows in (("metadata_train.csv", train), ("metadata_eval.csv", evaluation)):
         lines = [HEADER] + [f"{c.file}|{c.text}|{speaker}" for c in rows]
-        atomic.write_text(target / file_name, "\n".join(lines) + "\n")
+        fs.write_text(target / file_name, "\n".join(lines) + "\n")
 
 
 def _read_edits(target: Path) -> dict[str, dict[str, Any]]:
@@ -471,5 +471,5 @@ def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     if not train:
         raise InvalidInput("At least one training clip must stay.")
     write_metadata(target, train, evaluation, _clean_text(speaker) or target.name)
-    atomic.write_json(target / "edits.json", edits)
+    fs.write_json(target / "edits.json", edits)
     return len(train), len(evaluation)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from core import atomic
+from core import fs
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
 from core.model_files import ProgressCallback
@@ -37,7 +37,7 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
     def fill(handle: Any) -> None:
         sf.write(handle, audio, XTTS_OUTPUT_RATE, format="WAV", subtype="PCM_16")
 
-    return atomic.write_with(path, fill)
+    return fs.write_with(path, fill)
 
 
 class CheckpointReview:
@@ -86,7 +86,7 @@ class CheckpointReview:
                     seed=RENDER_SEED,
                 )  # fmt: skip
                 written.append(write_wav(folder / f"{index}.wav", audio))
-        atomic.write_json(folder / "sentences.json", sentences)
+        fs.write_json(folder / "sentences.json", sentences)
         return written
 
     def render_samples(
@@ -108,7 +108,7 @@ class CheckpointReview:
             self._render(entry.path, sentences, spec, entry.language, entry.review_dir, progress, entry.label)
         if force or len(base.sample_files()) < len(sentences):
             self._render(None, sentences, spec, entry.language, base.review_dir, progress, "base model")
-        atomic.write_json(entry.review_dir / "voice.json", {"voice": name, "clips": [str(c) for c in spec.clips]})
+        fs.write_json(entry.review_dir / "voice.json", {"voice": name, "clips": [str(c) for c in spec.clips]})
         if progress is not None:
             progress(1.0, "Samples ready")
         return self.listen(checkpoint)
@@ -201,7 +201,7 @@ class CheckpointReview:
         if path is None:
             self.state_file.unlink(missing_ok=True)
         else:
-            atomic.write_json(self.state_file, {"checkpoint": str(path), "base": str(self.engine.model_dir)})
+            fs.write_json(self.state_file, {"checkpoint": str(path), "base": str(self.engine.model_dir)})
 
     def restore(self) -> str | None:
         """Load the checkpoint that was in use when the studio stopped; its label, or None for the base."""

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core import atomic
+from core import fs
 from core.errors import InvalidInput
 from core.model_files import ProgressCallback
 from core.settings import resolve_device
@@ -83,7 +83,7 @@ class TrainingRunner:
             config = self.with_defaults(replace(config, base_model=str(base)))
             found = preflight.check(config, runs_root=self.store.root, device=self.device)
             folder = self.store.new_folder(config.run_name)
-            atomic.write_text(folder / "run_config.json", config.to_json())
+            fs.write_text(folder / "run_config.json", config.to_json())
             steps_per_epoch = config.steps_per_epoch(found.train_clips)
             self.store.write(
                 folder,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import atomic, plots
+from core import fs, plots
 from core.errors import InvalidInput
 from core.fs import child
 
@@ -98,7 +98,7 @@ class RunStore:
     def write(self, folder: Path, **changes: Any) -> dict[str, Any]:
         state = self.read(folder) if (folder / "run.json").is_file() else {}
         state.update(changes, updated=time.time())
-        atomic.write_json(folder / "run.json", state)
+        fs.write_json(folder / "run.json", state)
         return state
 
     def status(self, run: str) -> dict[str, Any]:
@@ -199,7 +199,7 @@ class RunStore:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         plots.save_png(fig, target)
-        atomic.write_text(stamp, fingerprint)
+        fs.write_text(stamp, fingerprint)
         return target
 
     def log_tail(self, folder: Path, lines: int = 40) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from core import atomic, plots
+from core import fs, plots
 from core.audio import decode
 from core.device import DeviceScheduler
 from train.transcribe import WHISPER_RATE, Whisper
@@ -175,7 +175,7 @@ class Scorer:
             samples, sentences, reference_clips, language=language, base_seconds_per_char=base_seconds_per_char
         )
         scores["fingerprint"] = fingerprint(samples)
-        atomic.write_json(folder / SCORES_FILE, scores)
+        fs.write_json(folder / SCORES_FILE, scores)
         return scores
 
 

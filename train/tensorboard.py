@@ -2,7 +2,7 @@
 
 TensorBoard has no login, so the child listens on 127.0.0.1 whatever ``--host`` the
 studio has; the studio serves it at ``/tensorboard/`` behind its own authentication
-(``core.tensorboard_proxy``). The child gets ``--port 0`` (the OS picks a free port) and
+(``serve.tensorboard_proxy``). The child gets ``--port 0`` (the OS picks a free port) and
 a TMPDIR inside the studio's work folder, so the info file TensorBoard writes there
 (``.tensorboard-info/pid-<pid>.info``) tells us the port and nothing lands in /tmp.
 ``--load_fast=false`` keeps to the Python loader: no second (Rust) server process.

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from core import atomic
+from core import fs
 from core.errors import InvalidInput
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -100,7 +100,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def write_model(path: Path, state: dict[str, torch.Tensor]) -> Path:
     """Save ``{"model": state}`` atomically: the layout Coqui's ``Xtts.load_checkpoint`` reads."""
     payload = {"model": {k: v.detach().cpu().contiguous() for k, v in state.items()}}
-    return atomic.write_with(path, lambda handle: torch.save(payload, handle))
+    return fs.write_with(path, lambda handle: torch.save(payload, handle))
 
 
 def file_stamp(path: Path) -> tuple[str, int, int]:

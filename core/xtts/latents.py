@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from core import atomic
+from core import fs
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class LatentCache:
             buffer,
         )
         try:
-            atomic.write_bytes(path, buffer.getvalue())
+            fs.write_bytes(path, buffer.getvalue())
         except Exception as exc:  # the memory copy still serves this process
             log.warning("could not write latent cache for %s: %s", key, exc)
 

@@ -26,18 +26,18 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import __version__
-from core.audio_stream import CONTENT_TYPES, encode_stream
-from core.auth import SESSION_COOKIE, SESSION_TTL_S, TOKEN_USER, Authenticator, FailureThrottle
 from core.constants import XTTS_OUTPUT_RATE
 from core.device import queue_problems
 from core.errors import Busy, ModelUnavailable, OutOfMemory, StudioError, UnknownVoice
 from core.logs import request_id
-from core.metrics import CONTENT_TYPE_LATEST, RequestTracker, Ticket
-from core.rvc import DEFAULT_RVC_PROFILE, RVCRequest
-from core.rvc_models import UnknownRVCModel
+from core.rvc.convert import DEFAULT_RVC_PROFILE, RVCRequest
+from core.rvc.convert.models import UnknownRVCModel
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
 from core.xtts.engine import PAUSE_SECONDS
+from serve.audio_stream import CONTENT_TYPES, encode_stream
+from serve.auth import SESSION_COOKIE, SESSION_TTL_S, TOKEN_USER, Authenticator, FailureThrottle
+from serve.metrics import CONTENT_TYPE_LATEST, RequestTracker, Ticket
 
 log = logging.getLogger(__name__)
 

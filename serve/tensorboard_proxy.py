@@ -19,9 +19,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from core.auth import Authenticator
 from core.errors import StudioError
-from core.http_api import is_authenticated, openai_error
+from serve.auth import Authenticator
+from serve.http_api import is_authenticated, openai_error
 
 log = logging.getLogger(__name__)
 

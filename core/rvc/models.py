@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core import atomic
+from core import fs
 from core.errors import InvalidInput, StudioError
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ class RVCLibrary:
             "index_vectors": index_vectors,
             "added": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        atomic.write_json(self._record_path(pth.stem), record)
+        fs.write_json(self._record_path(pth.stem), record)
         return self._info(pth, record, index)
 
     def _check_dropped(self, pth: Path) -> RVCModelInfo | None:
@@ -368,7 +368,7 @@ class RVCLibrary:
             pth = self.root / f"{final}.pth"
             os.replace(info.pth, pth)
             record.update(name=final, index_file=index.name if index else None)
-            atomic.write_json(self._record_path(final), record)
+            fs.write_json(self._record_path(final), record)
             self._record_path(info.name).unlink(missing_ok=True)
         log.info("renamed RVC model %s to %s", info.name, final)
         return self._info(pth, record, index)
