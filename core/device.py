@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from core.errors import Busy
+from core.errors import Busy, OutOfMemory
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,19 @@ def _free_cuda_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def out_of_memory_as(message: str) -> Iterator[None]:
+    """Turn a CUDA out-of-memory error inside the block into :class:`OutOfMemory` with ``message``,
+    after handing the allocator's cached blocks back so the next request has room."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        _free_cuda_cache()
+        raise OutOfMemory(message) from exc
 
 
 def _zerogpu(fn: Callable[..., Any]) -> Callable[..., Any]:

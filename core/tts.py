@@ -23,6 +23,7 @@ from core.outputs import OutputRecord, OutputStore
 from core.rvc.convert import DEFAULT_RVC_PROFILE, RVCRequest, RVCService
 from core.xtts.engine import VoiceSpec, XTTSEngine
 from core.xtts.languages import normalize_language
+from core.xtts.latents import Conditioning
 from core.xtts.profiles import DEFAULT_PROFILE, SynthesisParams, resolve_params
 from core.xtts.text import split_for_synthesis, validate_text
 
@@ -74,6 +75,15 @@ class PreparedRequest:
             "params": self.params.to_dict(),
             "seed": self.seed,
             "chunks": len(self.chunks),
+        }
+
+    def speech(self, conditioning: Conditioning) -> dict[str, Any]:
+        """The engine's keyword arguments for this request's text, language, voice and seed."""
+        return {
+            "language": self.language,
+            "conditioning": conditioning,
+            "params": self.params,
+            "seed": self.seed,
         }
 
 
@@ -207,13 +217,7 @@ class TTSService:
                 progress(done / total, f"Synthesised {done} of {total} chunks")
 
         audio = self.engine.synthesize(
-            prepared.chunks,
-            language=prepared.language,
-            conditioning=conditioning,
-            params=prepared.params,
-            seed=prepared.seed,
-            progress=on_chunk,
-            should_stop=should_stop,
+            prepared.chunks, **prepared.speech(conditioning), progress=on_chunk, should_stop=should_stop
         )
         meta: dict[str, Any] = {**prepared.metadata(), "mode": "whole"}
         rate, warning = XTTS_OUTPUT_RATE, None
@@ -238,14 +242,7 @@ class TTSService:
         collected: list[np.ndarray] = []
         rvc_meta: dict[str, Any] | None = None
         warning: str | None = None
-        for audio in self.engine.stream(
-            prepared.chunks,
-            language=prepared.language,
-            conditioning=conditioning,
-            params=prepared.params,
-            seed=prepared.seed,
-            should_stop=should_stop,
-        ):
+        for audio in self.engine.stream(prepared.chunks, **prepared.speech(conditioning), should_stop=should_stop):
             if prepared.rvc is not None and warning is None and np.any(np.abs(audio) > 1e-4):  # pauses pass through
                 audio, _, rvc_meta, warning = self.apply_rvc(audio, prepared.rvc, rate=XTTS_OUTPUT_RATE)
             collected.append(audio)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.device import DeviceScheduler, ModelRegistry, Placement
+from core.device import DeviceScheduler, ModelRegistry, Placement, out_of_memory_as
+from core.errors import OutOfMemory
 from core.outputs import OutputStore
 from core.rvc.convert import RVCRequest, RVCService
 from core.rvc.models import RVCLibrary
@@ -214,6 +215,25 @@ def test_a_swap_that_fails_mid_copy_leaves_the_base_exactly_as_before(
     with pytest.raises(SwapFailed), engine.borrowed(damaged):
         pass
     np.testing.assert_array_equal(say(), before)
+
+
+def test_a_cuda_out_of_memory_is_a_clear_error_and_the_slot_is_free_again(
+    studio: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError), out_of_memory_as("unused"):
+        raise ValueError("other errors pass through unchanged")
+    engine: XTTSEngine = studio["engine"]  # type: ignore[assignment]
+    voice = engine.conditioning(SPEAKER)
+
+    def exhausted(*args: object, **kwargs: object) -> object:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")  # no CUDA here to exhaust
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_infer", exhausted)
+        with pytest.raises(OutOfMemory, match=r"ran out of memory while synthesising.*--device cpu"):
+            engine.synthesize(["Too long for the card."], language="en", conditioning=voice, params=PROFILES["fast"])
+    assert studio["scheduler"].holder() is None  # type: ignore[attr-defined]
+    assert engine.synthesize(["It works again."], language="en", conditioning=voice, params=PROFILES["fast"]).size
 
 
 # ---- training borrows the device ---------------------------------------------------------------

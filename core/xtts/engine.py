@@ -27,8 +27,8 @@ import torch
 
 from core import model_files
 from core.constants import XTTS_OUTPUT_RATE
-from core.device import DeviceScheduler
-from core.errors import Cancelled, InvalidInput, ModelUnavailable, OutOfMemory
+from core.device import DeviceScheduler, out_of_memory_as
+from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.model_files import ProgressCallback
 from core.xtts.latents import Conditioning, LatentCache, cache_key
 from core.xtts.loading import EngineState, EngineStatus, load_xtts, model_identity, parameter_bytes, unloaded_status
@@ -287,17 +287,12 @@ class XTTSEngine:
         return found
 
     # ---- synthesis -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _oom_guard(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except torch.cuda.OutOfMemoryError as exc:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise OutOfMemory(
-                f"The GPU ran out of memory while {doing}. Shorten the text chunks (a lower chunk size or the "
-                "'fast' profile), stop a running training, or use --device cpu."
-            ) from exc
+    @staticmethod
+    def _oom_guard(doing: str) -> contextlib.AbstractContextManager[None]:
+        return out_of_memory_as(
+            f"The GPU ran out of memory while {doing}. Shorten the text chunks (a lower chunk size or the "
+            "'fast' profile), stop a running training, or use --device cpu."
+        )
 
     def _check_language(self, language: str) -> None:
         if language not in self.languages():

@@ -10,9 +10,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from core import model_files
+from core.device import out_of_memory_as
 from core.errors import ModelUnavailable, OutOfMemory
 from core.xtts import checkpoint_io
 
@@ -77,19 +76,19 @@ def load_xtts(folder: Path, device: str) -> tuple[Any, Any]:
     from TTS.tts.models.xtts import Xtts
 
     started = time.perf_counter()
+    out_of_memory = out_of_memory_as(
+        f"The GPU ran out of memory loading XTTS from {folder}. Close other GPU programs "
+        "(or a running training) and try again, or start with --device cpu."
+    )
     try:
-        config = XttsConfig()
-        config.load_json(str(folder / "config.json"))
-        model = Xtts(config)
-        model.load_checkpoint(config, checkpoint_dir=str(folder), eval=True)
-        model.to(device)
-    except torch.cuda.OutOfMemoryError as exc:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise OutOfMemory(
-            f"The GPU ran out of memory loading XTTS from {folder}. Close other GPU programs "
-            "(or a running training) and try again, or start with --device cpu."
-        ) from exc
+        with out_of_memory:
+            config = XttsConfig()
+            config.load_json(str(folder / "config.json"))
+            model = Xtts(config)
+            model.load_checkpoint(config, checkpoint_dir=str(folder), eval=True)
+            model.to(device)
+    except OutOfMemory:
+        raise
     except Exception as exc:
         raise ModelUnavailable(
             f"Could not load XTTS from {folder}: {exc.__class__.__name__}: {exc}. "
