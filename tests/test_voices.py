@@ -400,6 +400,24 @@ def test_a_name_taken_while_the_voice_was_encoded_is_refused_cleanly(
     assert [(v.name, v.kind) for v in library.list()] == [("taken", "file")]
 
 
+def test_re_encoding_a_voice_waits_for_the_gpu_without_blocking_lookups(
+    library: VoiceLibrary, shared_engine: XTTSEngine, clip: Path
+) -> None:
+    library.create("Steady", [clip], engine=shared_engine)
+    with device_held_elsewhere(shared_engine) as pool:
+        change = pool.submit(library.regenerate_preview, "Steady", engine=shared_engine)
+        deadline = time.monotonic() + 120
+        while not any((p / "voice.json").is_file() and not (p / "latents").exists() for p in library.root.glob(".*")):
+            assert time.monotonic() < deadline and not change.done(), "the change never started encoding"
+            time.sleep(0.05)
+        time.sleep(0.3)  # blocked on the slot, its copy staged
+        listed = pool.submit(library.list).result(timeout=1.0)
+        assert [v.name for v in listed] == ["Steady"] and listed[0].latents_for == [shared_engine.model_id]
+        assert not change.done()
+    assert change.result(timeout=120).latents_for == [shared_engine.model_id]
+    assert [p.name for p in library.root.iterdir()] == ["steady"]
+
+
 class _Exploit:
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (Path.touch, ("/tmp/xtts-studio-pwned",))

@@ -18,6 +18,7 @@ is picked up if it is named ``<name>.index`` or, as RVC's trainer names it,
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -348,14 +349,16 @@ class RVCLibrary:
                 raise InvalidInput(f"An RVC model named '{final}' already exists.")
             record = json.loads(self._record_path(info.name).read_text(encoding="utf-8"))
             index = None
-            if info.index is not None:
+            if info.index is not None:  # first: a new .pth without a record finds its index by name
                 index = self.root / f"{final}.index"
-                os.replace(info.index, index)
+                _second_name(info.index, index)
             pth = self.root / f"{final}.pth"
-            os.replace(info.pth, pth)
+            _second_name(info.pth, pth)
             record.update(name=final, index_file=index.name if index else None)
             fs.write_json(self._record_path(final), record)
-            self._record_path(info.name).unlink(missing_ok=True)
+            for stale in (info.pth, self._record_path(info.name), info.index):
+                if stale is not None:
+                    stale.unlink(missing_ok=True)
         log.info("renamed RVC model %s to %s", info.name, final)
         return self._info(pth, record, index)
 
@@ -367,3 +370,18 @@ class RVCLibrary:
                 info.index.unlink(missing_ok=True)
             self._record_path(info.name).unlink(missing_ok=True)
         log.info("deleted RVC model %s", info.name)
+
+
+def _second_name(source: Path, target: Path) -> None:
+    """Give ``source`` the name ``target`` as well (a hard link); move it where links are not supported.
+
+    A rename links the new names, writes the new record, then removes the old names, so a
+    crash at any point leaves the model usable under its old name or its new one (for a
+    moment both), never a model without its index.
+    """
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        os.replace(source, target)
