@@ -407,10 +407,10 @@ def test_re_encoding_a_voice_waits_for_the_gpu_without_blocking_lookups(
     with device_held_elsewhere(shared_engine) as pool:
         change = pool.submit(library.regenerate_preview, "Steady", engine=shared_engine)
         deadline = time.monotonic() + 120
-        while not any((p / "voice.json").is_file() and not (p / "latents").exists() for p in library.root.glob(".*")):
-            assert time.monotonic() < deadline and not change.done(), "the change never started encoding"
+        while not list(library.root.glob(".staging-*")):
+            assert time.monotonic() < deadline and not change.done(), "the change never staged its copy"
             time.sleep(0.05)
-        time.sleep(0.3)  # blocked on the slot, its copy staged
+        time.sleep(0.5)  # its copy staged, it waits for the slot to speak the preview
         listed = pool.submit(library.list).result(timeout=1.0)
         assert [v.name for v in listed] == ["Steady"] and listed[0].latents_for == [shared_engine.model_id]
         assert not change.done()
