@@ -18,24 +18,46 @@ that names the field:
 Atomic writes (:func:`write_with` and friends): a temp file in the same folder, fsync, then
 rename, so a crash mid-write leaves the old file (or none), never a half-written one; a full
 disk becomes a :class:`StudioError` that names the folder.
+
+Folders are written the same way (:func:`staged_folder`): built in a hidden ``.staging-*``
+folder beside the target and renamed into place; an old version is first renamed to
+``.trash-*``. :func:`remove_folder` renames a folder to ``.deleting-*`` before deleting it.
+:func:`recover`, run when the owner opens the parent folder, finishes or rolls back what a
+crash interrupted, so a crash at any point leaves the old folder or the new one, never half.
+
+Names (:func:`clean_name`, :func:`slug`): a display name someone typed is checked once, and
+the folder or file name derived from it is made the same way everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
 import re
+import secrets
+import shutil
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote
 
 from core.errors import InvalidInput, StudioError
 
+log = logging.getLogger(__name__)
+
 _SEPARATORS = ("/", "\\")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+NAME_MAX = 64
+STAGING = ".staging-"
+TRASH = ".trash-"
+DELETING = ".deleting-"
+_TRASH_NAME = re.compile(r"\.trash-[0-9a-f]+-(.+)")
+_FILE_NAME = re.compile(r"\w[\w .()+-]*")
 
 
 class UnsafePath(InvalidInput):
@@ -148,15 +170,25 @@ def write_with(path: Path, fill: Callable[[IO[bytes]], object]) -> Path:
         os.replace(tmp_name, path)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StudioError(
-                f"The disk is full: could not write {path.name} in {path.parent}. Nothing was saved; free some space and try again."
-            ) from exc
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(path) from exc
         raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _disk_full(path: Path) -> StudioError:
+    return StudioError(
+        f"The disk is full: could not write {path.name} in {path.parent}. Nothing was saved; free some space and try again."
+    )
+
+
+def copy_file(source: Path, target: Path) -> Path:
+    """Copy ``source`` to ``target`` atomically, as :func:`write_with` writes."""
+    with open(source, "rb") as src:
+        return write_with(target, lambda handle: shutil.copyfileobj(src, handle, 1024 * 1024))
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -170,3 +202,144 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ---- names --------------------------------------------------------------------------------
+
+
+def clean_name(raw: str | None, *, noun: str, file_name: bool = False) -> str:
+    """A display name, stripped and NFKC-normalised, that is safe to show and to derive a folder from.
+
+    ``noun`` says what is named ("voice", "dataset", "RVC model"), for the messages. With
+    ``file_name`` the name is itself used as a file name (no :func:`slug` in between), so it is
+    also held to letters, digits, spaces and ``- _ . ( ) +``, starting with a letter or digit and
+    without ``..``. Raises :class:`InvalidInput` saying what is wrong.
+    """
+    name = unicodedata.normalize("NFKC", raw or "").strip()
+    if not name:
+        raise InvalidInput(f"The {noun} name is empty. Give the {noun} a name.")
+    if any(ch in "/\\" or unicodedata.category(ch).startswith("C") for ch in name):
+        raise InvalidInput(f"The {noun} name may not contain slashes, backslashes or control characters.")
+    if len(name) > NAME_MAX:
+        raise InvalidInput(f"The {noun} name can be at most {NAME_MAX} characters (this one has {len(name)}).")
+    if not re.search(r"\w", name):
+        raise InvalidInput(f"The {noun} name needs at least one letter or digit.")
+    if file_name and (".." in name or not _FILE_NAME.fullmatch(name)):
+        raise InvalidInput(
+            f"'{name}' is not a usable {noun} name: use letters, digits, spaces and - _ . ( ) +, "
+            "not starting with a dot and without '..'."
+        )
+    return name
+
+
+def slug(name: str, *, fallback: str, limit: int = NAME_MAX) -> str:
+    """A folder or file name derived from ``name``: lower case, letters of any script, digits, '-' and '_'.
+
+    Every run of other characters becomes one '-'; the result never starts with a dot, so it is
+    never hidden, '.' or '..', and is ``fallback`` when nothing usable is left.
+    """
+    text = re.sub(r"[^\w-]+", "-", unicodedata.normalize("NFKC", name).casefold()).strip("-_")
+    return text[:limit].rstrip("-_") or fallback
+
+
+# ---- folders: stage, then rename into place -----------------------------------------------
+
+
+class Staging:
+    """A hidden folder beside ``target``; :meth:`commit` renames it into place.
+
+    ``target`` may be changed before the commit (to another name in the same folder) when the
+    name is known only from what was staged.
+    """
+
+    def __init__(self, target: Path, replaces: Path | None) -> None:
+        self.target = target
+        self.replaces = replaces
+        self.path = target.parent / f"{STAGING}{secrets.token_hex(4)}"
+        self.committed = False
+
+    def commit(self) -> Path:
+        """Rename the staged folder to ``target``, in place of ``replaces`` when that exists.
+
+        The old folder is renamed to ``.trash-<token>-<target name>`` first; if the process dies
+        before the second rename, :func:`recover` moves it back to ``target``'s name, so the
+        folder there is always the old version or the new one. Called a second time, it does
+        nothing. Raises :class:`InvalidInput` if ``target`` exists and is not what is replaced.
+        """
+        if self.committed:
+            return self.target
+        if self.target.parent != self.path.parent:
+            raise ValueError(f"{self.target} is not beside its staging folder {self.path}")
+        old = self.replaces if self.replaces is not None and self.replaces.exists() else None
+        if self.target.exists() and self.target != old:
+            raise InvalidInput(f"{self.target.name} exists already in {self.target.parent}; choose another name.")
+        if old is None:
+            os.replace(self.path, self.target)
+        else:
+            trash = self.target.parent / f"{TRASH}{secrets.token_hex(4)}-{self.target.name}"
+            os.replace(old, trash)
+            try:
+                os.replace(self.path, self.target)
+            except BaseException:
+                os.replace(trash, old)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        self.committed = True
+        return self.target
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, *, replaces: Path | None = None) -> Iterator[Staging]:
+    """Build a folder in a hidden staging folder beside ``target``; on success it becomes ``target``.
+
+    Write into ``staging.path`` in the block. The block may call ``staging.commit()`` itself
+    (to commit while it holds a lock); otherwise the folder is committed when the block ends.
+    ``replaces`` is the folder (in the same parent, usually ``target`` itself) the new one
+    takes the place of. If the block or the commit fails, the staging folder is removed and
+    nothing changes; a full disk becomes a :class:`StudioError` naming the folder.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Staging(target, replaces)
+    staging.path.mkdir()
+    try:
+        yield staging
+        staging.commit()
+    except OSError as exc:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(target) from exc
+        raise
+    except BaseException:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        raise
+
+
+def remove_folder(path: Path) -> None:
+    """Delete a folder so that no crash leaves part of it under its name: rename it away, then delete."""
+    if not path.exists():
+        return
+    doomed = path.with_name(f"{DELETING}{secrets.token_hex(4)}-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def recover(parent: Path) -> list[str]:
+    """Finish or roll back the folder changes a crash interrupted in ``parent``; returns the names put back.
+
+    Run it when the owner opens ``parent``, before anything writes there. Staging folders and
+    folders being deleted go. A trash folder is an old version moved aside by
+    :meth:`Staging.commit`: if the new version never reached the name, the old one is put back
+    there; otherwise the trash goes.
+    """
+    if not parent.is_dir():
+        return []
+    restored = []
+    for entry in sorted(parent.iterdir()):
+        trashed = _TRASH_NAME.fullmatch(entry.name)
+        if trashed and not (parent / trashed[1]).exists():
+            os.replace(entry, parent / trashed[1])
+            log.warning("restored %s in %s after an interrupted change", trashed[1], parent)
+            restored.append(trashed[1])
+        elif entry.name.startswith((STAGING, TRASH, DELETING)):
+            shutil.rmtree(entry, ignore_errors=True)
+    return restored

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,11 +42,6 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def _slug(text: str, limit: int = 32) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "audio"
-
-
 class OutputStore:
     """Saves and lists generated audio under ``root``."""
 
@@ -58,7 +52,7 @@ class OutputStore:
         now = time.time()
         day = time.strftime("%Y-%m-%d", time.localtime(now))
         stamp = time.strftime("%H%M%S", time.localtime(now))
-        name = f"{stamp}_{_slug(str(meta.get('text', '')))}_{secrets.token_hex(3)}"
+        name = f"{stamp}_{fs.slug(str(meta.get('text', '')), fallback='audio', limit=32)}_{secrets.token_hex(3)}"
         wav = self.root / day / f"{name}.wav"
         record = {
             **meta,

@@ -7,25 +7,26 @@ Layout of ``<voices_dir>/<voice-id>/``::
     latents/<model>.pt conditioning latents, one file per XTTS checkpoint identity
     preview.wav       a short sentence in the voice
 
-Every change is built in a hidden ``.staging-*`` folder and renamed into place,
-and a folder is replaced by renaming the old one to ``.trash-*`` first, so a
-crash leaves the old voice or the new one, never half of one; leftovers are
-tidied (and an interrupted replacement rolled back) when the library opens.
-Plain ``.wav`` files dropped into ``<voices_dir>`` are voices too, named after
-the file and encoded on first use.
+Every change is built in a hidden staging folder and renamed into place with
+:func:`core.fs.staged_folder`, so a crash leaves the old voice or the new one,
+never half of one; :func:`core.fs.recover` tidies leftovers (and rolls back an
+interrupted replacement) when the library opens. Plain ``.wav`` files dropped
+into ``<voices_dir>`` are voices too, named after the file and encoded on first use.
+
+The library's lock guards only the short steps: checking a name is free and
+renaming a folder into place. Encoding a voice and speaking its preview wait for
+the device, so they run outside it, in the staging folder; a lookup of any voice
+(a built-in speaker's too) never waits behind a clone that waits for the GPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import secrets
 import shutil
 import threading
 import time
-import unicodedata
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,6 @@ from core.xtts.profiles import PROFILES
 
 log = logging.getLogger(__name__)
 
-NAME_MAX = 64
 RECORD = "voice.json"
 FORMAT_VERSION = 1
 _MEMBER = re.compile(r"^(voice\.json|preview\.wav|clips/[\w.-]+\.wav|latents/[\w.-]+\.pt)$")
@@ -56,27 +56,8 @@ _IMPORT_MAX_BYTES = 512 * 1024 * 1024
 _IMPORT_MAX_MEMBERS = 256
 
 
-def clean_name(raw: str | None, *, noun: str = "voice") -> str:
-    """A display name that is safe to show and to derive a folder from, or :class:`InvalidInput`.
-
-    ``noun`` says what is being named ("voice", "dataset"), for the messages.
-    """
-    name = unicodedata.normalize("NFKC", raw or "").strip()
-    if not name:
-        raise InvalidInput(f"The {noun} name is empty. Give the {noun} a name.")
-    if any(ch in "/\\" or unicodedata.category(ch).startswith("C") for ch in name):
-        raise InvalidInput(f"A {noun} name may not contain slashes, backslashes or control characters.")
-    if len(name) > NAME_MAX:
-        raise InvalidInput(f"A {noun} name can be at most {NAME_MAX} characters (this one has {len(name)}).")
-    if not re.search(r"\w", name):
-        raise InvalidInput(f"A {noun} name needs at least one letter or digit.")
-    return name
-
-
-def voice_id(name: str) -> str:
-    """Folder name for a voice: lower case, letters, digits, '-' and '_' only."""
-    slug = re.sub(r"[^\w-]+", "-", name.casefold()).strip("-_")
-    return slug[:NAME_MAX] or "voice"
+def _folder_name(name: str) -> str:
+    return fs.slug(name, fallback="voice")
 
 
 @dataclass(frozen=True)
@@ -118,38 +99,9 @@ class VoiceLibrary:
         self.root = root
         self.export_dir = export_dir
         self.work_dir = work_dir
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # name checks and renames into place only; never device work
         self.root.mkdir(parents=True, exist_ok=True)
-        self._recover()
-
-    # ---- housekeeping --------------------------------------------------------------------
-    def _recover(self) -> None:
-        """Roll back an interrupted replacement and remove leftovers of interrupted writes."""
-        for trash in self.root.glob(".trash-*"):
-            original = self.root / trash.name.split("-", 2)[2]
-            if not original.exists() and (trash / RECORD).is_file():
-                trash.rename(original)
-                log.warning("restored voice folder %s after an interrupted change", original.name)
-            else:
-                shutil.rmtree(trash, ignore_errors=True)
-        for staging in self.root.glob(".staging-*"):
-            shutil.rmtree(staging, ignore_errors=True)
-
-    def _staging(self) -> Path:
-        path = self.root / f".staging-{secrets.token_hex(4)}"
-        path.mkdir()
-        return path
-
-    def _swap_in(self, staging: Path, target: Path, replaced: Path) -> None:
-        """Put ``staging`` at ``target`` in place of the folder ``replaced``, with two renames.
-
-        ``replaced`` goes to ``.trash-*`` first; if the process dies before the second
-        rename, :meth:`_recover` moves it back.
-        """
-        trash = self.root / f".trash-{secrets.token_hex(2)}-{replaced.name}"
-        replaced.rename(trash)
-        staging.rename(target)
-        shutil.rmtree(trash, ignore_errors=True)
+        fs.recover(self.root)
 
     # ---- reading -------------------------------------------------------------------------
     def _read(self, folder: Path) -> VoiceInfo | None:
@@ -229,7 +181,7 @@ class VoiceLibrary:
                 raise InvalidInput(
                     f"A voice named '{voice.name}' already exists. Choose another name or delete it first."
                 )
-        target = self.root / voice_id(name)
+        target = self.root / _folder_name(name)
         if target.exists() and target != ignore:
             raise InvalidInput(
                 f"The name '{name}' is too close to an existing voice folder ({target.name}); choose another."
@@ -250,7 +202,10 @@ class VoiceLibrary:
         return entries
 
     def _encode_and_preview(self, folder: Path, record: dict[str, Any], engine: XTTSEngine) -> None:
-        """Compute the latents into ``folder`` and speak the preview sentence into ``preview.wav``."""
+        """Compute the latents into ``folder`` and speak the preview sentence into ``preview.wav``.
+
+        This waits for the device: never call it holding the library's lock.
+        """
         engine.ensure_loaded()
         spec = VoiceSpec(clips=tuple(folder / c["file"] for c in record["clips"]), latents_dir=folder / "latents")
         conditioning = engine.conditioning(spec)
@@ -276,67 +231,78 @@ class VoiceLibrary:
         clip_names: Sequence[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> VoiceInfo:
-        """Check and prepare ``clips``, encode them once, save the voice and its preview."""
-        name = clean_name(name)
+        """Check and prepare ``clips``, encode them once, save the voice and its preview.
+
+        The name is checked before the work and again, under the lock, just before the voice is
+        renamed into place: if another voice took it meanwhile, nothing is saved.
+        """
+        name = fs.clean_name(name, noun="voice")
         language = normalize_language(language)
         report = progress or (lambda fraction, message: None)
-        with self._lock:
-            self._ensure_free(name)
-            report(0.05, "Checking the clips")
-            checked = self.check(clips, clip_names)
-            require_usable(checked)
-            staging = self._staging()
-            try:
-                record: dict[str, Any] = {
-                    "format": FORMAT_VERSION,
-                    "name": name,
-                    "language": language,
-                    "description": description.strip(),
-                    "created": _now(),
-                    "updated": _now(),
-                    "clips": self._write_clips(staging, checked),
-                }
-                report(0.4, "Encoding the voice")
-                self._encode_and_preview(staging, record, engine)
-                fs.write_json(staging / RECORD, record)
-                report(0.95, "Saving")
-                target = self.root / voice_id(name)
-                staging.rename(target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+        self._ensure_free(name)
+        report(0.05, "Checking the clips")
+        checked = self.check(clips, clip_names)
+        require_usable(checked)
+        with fs.staged_folder(self.root / _folder_name(name)) as staging:
+            record: dict[str, Any] = {
+                "format": FORMAT_VERSION,
+                "name": name,
+                "language": language,
+                "description": description.strip(),
+                "created": _now(),
+                "updated": _now(),
+                "clips": self._write_clips(staging.path, checked),
+            }
+            report(0.4, "Encoding the voice")
+            self._encode_and_preview(staging.path, record, engine)
+            fs.write_json(staging.path / RECORD, record)
+            report(0.95, "Saving")
+            with self._lock:
+                self._ensure_free(name)
+                staging.commit()
         report(1.0, "Voice saved")
         return self.get(name)
 
     # ---- changing ------------------------------------------------------------------------
-    def _rewrite(self, voice: VoiceInfo, change: Any, engine: XTTSEngine | None = None) -> VoiceInfo:
-        """Copy the voice to staging, let ``change(staging, record)`` edit it, re-encode if asked, swap in."""
-        with self._lock:
-            staging = self._staging()
-            try:
-                shutil.copytree(voice.path, staging, dirs_exist_ok=True)
-                record = json.loads((staging / RECORD).read_text(encoding="utf-8"))
-                change(staging, record)
-                if engine is not None:
-                    shutil.rmtree(staging / "latents", ignore_errors=True)
-                    self._encode_and_preview(staging, record, engine)
-                record["updated"] = _now()
-                fs.write_json(staging / RECORD, record)
-                self._swap_in(staging, self.root / voice_id(record["name"]), voice.path)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            return self.get(record["name"])
+    def _rewrite(
+        self, voice: VoiceInfo, change: Any, engine: XTTSEngine | None = None, *, new_name: str | None = None
+    ) -> VoiceInfo:
+        """Copy the voice to staging, let ``change(staging, record)`` edit it, re-encode if asked, swap in.
+
+        The copy is changed and encoded outside the lock; under it, just before the swap, the
+        voice must still be as it was copied (not changed or deleted meanwhile) and the name free.
+        """
+        name = new_name or voice.name
+        with fs.staged_folder(self.root / _folder_name(name), replaces=voice.path) as staging:
+            original = (voice.path / RECORD).read_bytes()
+            shutil.copytree(voice.path, staging.path, dirs_exist_ok=True)
+            record = json.loads(original)
+            record["name"] = name
+            change(staging.path, record)
+            if engine is not None:
+                shutil.rmtree(staging.path / "latents", ignore_errors=True)
+                self._encode_and_preview(staging.path, record, engine)
+            record["updated"] = _now()
+            fs.write_json(staging.path / RECORD, record)
+            with self._lock:
+                try:
+                    unchanged = (voice.path / RECORD).read_bytes() == original
+                except OSError:
+                    unchanged = False
+                if not unchanged:
+                    raise InvalidInput(
+                        f"'{voice.name}' was changed or deleted while this change was being made; "
+                        "nothing was saved. Try again."
+                    )
+                self._ensure_free(name, ignore=voice.path)
+                staging.commit()
+        return self.get(name)
 
     def rename(self, name: str, new_name: str) -> VoiceInfo:
         voice = self._cloned(name)
-        new_name = clean_name(new_name)
+        new_name = fs.clean_name(new_name, noun="voice")
         self._ensure_free(new_name, ignore=voice.path)
-
-        def change(folder: Path, record: dict[str, Any]) -> None:
-            record["name"] = new_name
-
-        return self._rewrite(voice, change)
+        return self._rewrite(voice, lambda folder, record: None, new_name=new_name)
 
     def describe(self, name: str, *, description: str | None = None, language: str | None = None) -> VoiceInfo:
         voice = self._cloned(name)
@@ -385,14 +351,12 @@ class VoiceLibrary:
         return self._rewrite(voice, lambda folder, record: None, engine)
 
     def delete(self, name: str) -> None:
-        voice = self.get(name)
         with self._lock:
+            voice = self.get(name)
             if voice.kind == "file":
                 voice.path.unlink()
                 return
-            trash = self.root / f".trash-{secrets.token_hex(2)}-{voice.path.name}"
-            voice.path.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            fs.remove_folder(voice.path)
 
     # ---- export and import ---------------------------------------------------------------
     def export(self, name: str) -> Path:
@@ -400,17 +364,14 @@ class VoiceLibrary:
         voice = self._cloned(name)
         self.export_dir.mkdir(parents=True, exist_ok=True)
         target = self.export_dir / f"{voice.path.name}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(3)}.tmp")
-        try:
-            with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+
+        def fill(handle: Any) -> None:
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for path in sorted(voice.path.rglob("*")):
                     if path.is_file() and not path.name.startswith("."):
                         archive.write(path, path.relative_to(voice.path).as_posix())
-            os.replace(temp, target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return target
+
+        return fs.write_with(target, fill)
 
     def import_zip(self, archive_path: Path, *, new_name: str | None = None) -> VoiceInfo:
         """Add a voice from a zip made by :meth:`export`; nothing in it is executed or trusted blindly."""
@@ -418,46 +379,45 @@ class VoiceLibrary:
             archive = zipfile.ZipFile(archive_path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise InvalidInput(f"{archive_path.name} is not a zip file exported from a voice library.") from exc
-        with archive, self._lock:
+        label = archive_path.name
+        with archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
             names = [m.filename for m in members]
             nested = [n for n in names if n.count("/") == 1 and n.endswith("/" + RECORD)]
             prefix = nested[0][: -len(RECORD)] if RECORD not in names and len(nested) == 1 else ""
             if len(members) > _IMPORT_MAX_MEMBERS:
-                raise InvalidInput(f"{archive_path.name} does not look like an exported voice.")
+                raise InvalidInput(f"{label} does not look like an exported voice.")
             if sum(m.file_size for m in members) > _IMPORT_MAX_BYTES:
-                raise InvalidInput(f"{archive_path.name} unpacks to more than 512 MB; that is not a voice export.")
+                raise InvalidInput(f"{label} unpacks to more than 512 MB; that is not a voice export.")
             wanted = {}
             for member in members:
                 inner = member.filename[len(prefix) :] if member.filename.startswith(prefix) else member.filename
                 if not _MEMBER.match(inner) or ".." in inner:
-                    raise InvalidInput(
-                        f"{archive_path.name} contains an unexpected file '{member.filename}'; not imported."
-                    )
+                    raise InvalidInput(f"{label} contains an unexpected file '{member.filename}'; not imported.")
                 wanted[inner] = member
             if RECORD not in wanted:
-                raise InvalidInput(f"{archive_path.name} has no {RECORD}; it is not a voice export.")
-            staging = self._staging()
+                raise InvalidInput(f"{label} has no {RECORD}; it is not a voice export.")
             try:
+                record = json.loads(archive.read(wanted[RECORD]))
+                list(record["clips"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidInput(f"{label}: its {RECORD} is damaged.") from exc
+            name = fs.clean_name(new_name or record.get("name"), noun="voice")
+            self._ensure_free(name)
+            with fs.staged_folder(self.root / _folder_name(name)) as staging:
                 for inner, member in wanted.items():
-                    out = staging / inner
+                    out = staging.path / inner
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(archive.read(member))
-                name = self._validate_import(staging, archive_path.name, new_name)
-                staging.rename(self.root / voice_id(name))
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+                self._validate_import(staging.path, label, record, name)
+                with self._lock:
+                    self._ensure_free(name)
+                    staging.commit()
         return self.get(name)
 
-    def _validate_import(self, folder: Path, label: str, new_name: str | None) -> str:
-        try:
-            record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-            clips = list(record["clips"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInput(f"{label}: its {RECORD} is damaged.") from exc
-        name = clean_name(new_name or record.get("name"))
-        self._ensure_free(name)
+    def _validate_import(self, folder: Path, label: str, record: dict[str, Any], name: str) -> None:
+        """Check the unpacked clips and latents in ``folder``, then write the record under ``name``."""
+        clips = list(record["clips"])
         if not clips:
             raise InvalidInput(f"{label}: the voice has no clips.")
         for clip in clips:
@@ -480,4 +440,3 @@ class VoiceLibrary:
         record["language"] = record.get("language") if record.get("language") in LANGUAGES else "en"
         record["imported"] = _now()
         fs.write_json(folder / RECORD, record)
-        return name

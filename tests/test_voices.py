@@ -7,7 +7,12 @@ import json
 import re
 import shutil
 import subprocess
+import threading
+import time
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,7 @@ from core.outputs import OutputStore
 from core.reference import check_clip
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
-from core.xtts.engine import XTTSEngine
+from core.xtts.engine import VoiceSpec, XTTSEngine
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs."
 
@@ -321,6 +326,96 @@ def test_crash_during_save_leaves_the_library_readable(
     reopened = VoiceLibrary(library.root, export_dir=tmp_path / "e", work_dir=tmp_path / "w")
     assert reopened.names() == ["Keep"]
     assert sorted(p.name for p in reopened.root.iterdir()) == ["keep"]
+
+
+@contextmanager
+def device_held_elsewhere(engine: XTTSEngine) -> Iterator[ThreadPoolExecutor]:
+    """Another thread holds the device slot (a long render) until the block ends; yields a pool to start work in."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine.scheduler.slot("xtts"):
+            held.set()
+            release.wait(120)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pool.submit(hold)
+        assert held.wait(10)
+        try:
+            yield pool
+        finally:
+            release.set()
+
+
+def clone_waiting_for_the_device(
+    pool: ThreadPoolExecutor, library: VoiceLibrary, engine: XTTSEngine, name: str, clip: Path
+) -> Future[voices_module.VoiceInfo]:
+    """Start cloning ``name`` and return once its clips are staged and it waits to encode."""
+    encoding = threading.Event()
+
+    def report(fraction: float, message: str) -> None:
+        if message == "Encoding the voice":
+            encoding.set()
+
+    clone = pool.submit(library.create, name, [clip], engine=engine, progress=report)
+    assert encoding.wait(120), clone.exception(timeout=0) if clone.done() else "the clone never started encoding"
+    time.sleep(0.3)  # inside engine.conditioning now, blocked on the slot
+    assert not clone.done()
+    return clone
+
+
+def test_a_clone_waiting_for_the_gpu_does_not_delay_a_built_in_speaker_synthesiss_voice_lookup(
+    library: VoiceLibrary, service: TTSService, clip: Path
+) -> None:
+    engine = service.engine
+    speaker = engine.speakers()[0]
+    with device_held_elsewhere(engine) as pool:
+        clone = clone_waiting_for_the_device(pool, library, engine, "Waiting", clip)
+
+        def lookup() -> tuple[tuple[str, VoiceSpec], list[voices_module.VoiceInfo], VoiceSpec | None]:
+            return service.resolve_voice(speaker), library.list(), library.resolve(speaker)
+
+        started = time.monotonic()
+        (name, spec), listed, missing = pool.submit(lookup).result(timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        assert (name, spec.speaker, listed, missing) == (speaker, speaker, [], None)
+        assert not clone.done()  # the clone still waits for the device
+    voice = clone.result(timeout=120)
+    assert voice.name == "Waiting" and engine.model_id in voice.latents_for
+    assert library.names() == ["Waiting"] and not list(library.root.glob(".*"))
+    before = encodes(engine)
+    service.synthesize(TTSRequest(text="Ready.", language="en", voice="Waiting"))
+    assert encodes(engine) == before
+
+
+def test_a_name_taken_while_the_voice_was_encoded_is_refused_cleanly(
+    library: VoiceLibrary, shared_engine: XTTSEngine, clip: Path
+) -> None:
+    with device_held_elsewhere(shared_engine) as pool:
+        clone = clone_waiting_for_the_device(pool, library, shared_engine, "Taken", clip)
+        shutil.copy(clip, library.root / "taken.wav")  # meanwhile, someone drops in a voice of that name
+    with pytest.raises(InvalidInput, match="A voice named 'taken' already exists"):
+        clone.result(timeout=120)
+    assert [p.name for p in library.root.iterdir()] == ["taken.wav"]
+    assert [(v.name, v.kind) for v in library.list()] == [("taken", "file")]
+
+
+def test_re_encoding_a_voice_waits_for_the_gpu_without_blocking_lookups(
+    library: VoiceLibrary, shared_engine: XTTSEngine, clip: Path
+) -> None:
+    library.create("Steady", [clip], engine=shared_engine)
+    with device_held_elsewhere(shared_engine) as pool:
+        change = pool.submit(library.regenerate_preview, "Steady", engine=shared_engine)
+        deadline = time.monotonic() + 120
+        while not list(library.root.glob(".staging-*")):
+            assert time.monotonic() < deadline and not change.done(), "the change never staged its copy"
+            time.sleep(0.05)
+        time.sleep(0.5)  # its copy staged, it waits for the slot to speak the preview
+        listed = pool.submit(library.list).result(timeout=1.0)
+        assert [v.name for v in listed] == ["Steady"] and listed[0].latents_for == [shared_engine.model_id]
+        assert not change.done()
+    assert change.result(timeout=120).latents_for == [shared_engine.model_id]
+    assert [p.name for p in library.root.iterdir()] == ["steady"]
 
 
 class _Exploit:

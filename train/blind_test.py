@@ -12,7 +12,6 @@ import json
 import random
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ class BlindTests:
     def __init__(self, root: Path, catalog: CheckpointCatalog) -> None:
         self.root = root
         self.catalog = catalog
+        fs.recover(root / "trials")  # a trial whose renders a crash cut short is removed
 
     def _trial_dir(self, trial: str) -> Path:
         if not _TRIAL_ID.match(trial or ""):
@@ -47,23 +47,19 @@ class BlindTests:
         if a_entry.id == b_entry.id:
             raise InvalidInput("Pick two different models to compare.")
         trial = secrets.token_hex(8)
-        folder = self.root / "trials" / f".{trial}"
-        folder.mkdir(parents=True)
-        try:
+        final = self.root / "trials" / trial
+        with fs.staged_folder(final) as staging:
             order = [a_entry, b_entry]
             random.SystemRandom().shuffle(order)
-            files = {slot: render(entry.id, folder / f"{slot}.wav") for slot, entry in zip("AB", order, strict=True)}
-            fs.write_json(folder / "trial.json", {
+            files = {
+                slot: render(entry.id, staging.path / f"{slot}.wav") for slot, entry in zip("AB", order, strict=True)
+            }
+            fs.write_json(staging.path / "trial.json", {
                 "sentence": sentence, "created": time.time(),
                 "models": {slot: {"checkpoint": e.id, "label": e.label, "run": _run_of(e)}
                            for slot, e in zip("AB", order, strict=True)},
             })  # fmt: skip
-            folder.rename(self.root / "trials" / trial)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
         self._forget_old()
-        final = self.root / "trials" / trial
         return {"trial": trial, "A": str(final / files["A"].name), "B": str(final / files["B"].name)}
 
     def vote(self, trial: str, choice: str) -> dict[str, Any]:
@@ -122,7 +118,7 @@ class BlindTests:
         trials = sorted((p for p in (self.root / "trials").iterdir() if p.is_dir() and not p.name.startswith(".")),
                         key=lambda p: p.stat().st_mtime)  # fmt: skip
         for old in trials[:-KEEP_TRIALS]:
-            shutil.rmtree(old, ignore_errors=True)
+            fs.remove_folder(old)
 
 
 def _run_of(entry: Entry) -> str | None:

@@ -10,7 +10,6 @@ loads it as it is. Imports are checked file by file; weights load with
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 import zipfile
@@ -29,11 +28,6 @@ OPTIONAL_FILES = ("speakers_xtts.pth", "studio.json")
 MAX_IMPORT_BYTES = 8 * 1024**3
 
 
-def safe_name(raw: str | None, fallback: str) -> str:
-    name = re.sub(r"[^\w.-]+", "-", (raw or "").strip()).strip("-.")[:64]
-    return name or fallback
-
-
 def export(catalog: CheckpointCatalog, checkpoint: str, exports_root: Path, name: str | None = None) -> dict[str, str]:
     """Write ``exports_root/<name>/`` and ``<name>.zip``; returns both paths."""
     entry = catalog.get(checkpoint)
@@ -44,25 +38,17 @@ def export(catalog: CheckpointCatalog, checkpoint: str, exports_root: Path, name
     if missing:
         raise InvalidInput(f"The base model folder {base} is missing {', '.join(missing)}; cannot export.")
     default = f"{entry.source}-step{entry.step}" if entry.step is not None else entry.source
-    name = safe_name(name, safe_name(default, "checkpoint"))
-    exports_root.mkdir(parents=True, exist_ok=True)
+    name = fs.slug(name or "", fallback=fs.slug(default, fallback="checkpoint"))
     target = exports_root / name
     if target.exists():
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         target = exports_root / name
-    staging = exports_root / f".staging-{name}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        checkpoint_io.write_model(staging / "model.pth", checkpoint_io.read_state_dict(entry.path))
+    with fs.staged_folder(target) as staging:
+        checkpoint_io.write_model(staging.path / "model.pth", checkpoint_io.read_state_dict(entry.path))
         for file_name in ("config.json", "vocab.json", "speakers_xtts.pth"):
             if (base / file_name).is_file():
-                shutil.copy2(base / file_name, staging / file_name)
-        fs.write_json(staging / "studio.json", _provenance(entry))
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                shutil.copy2(base / file_name, staging.path / file_name)
+        fs.write_json(staging.path / "studio.json", _provenance(entry))
     archive = exports_root / f"{name}.zip"
 
     def fill(handle: Any) -> None:
@@ -90,27 +76,22 @@ def import_model(source: Path, imported_root: Path, name: str | None = None) -> 
     """Copy a model folder or zip into ``imported_root/<name>/`` after checking every file."""
     if not source.exists():
         raise InvalidInput(f"{source} does not exist.")
-    imported_root.mkdir(parents=True, exist_ok=True)
-    staging = imported_root / f".staging-{time.time_ns()}"
-    staging.mkdir()
-    try:
+    given = fs.slug(name or "", fallback="")
+    with fs.staged_folder(imported_root / (given or "model")) as staging:
         if source.is_dir():
             folder = _model_folder(source)
             for file_name in MODEL_FILES + OPTIONAL_FILES:
                 if (folder / file_name).is_file():
-                    shutil.copy2(folder / file_name, staging / file_name)
+                    shutil.copy2(folder / file_name, staging.path / file_name)
             default = folder.name
         else:
-            default = _unzip(source, staging)
-        _validate(staging, source.name)
-        final = imported_root / safe_name(name, safe_name(default, "model"))
-        if final.exists():
-            raise InvalidInput(f"An imported model named {final.name} exists already; pick another name.")
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+            default = _unzip(source, staging.path)
+        _validate(staging.path, source.name)
+        if not given:
+            staging.target = imported_root / fs.slug(default, fallback="model")
+        if staging.target.exists():
+            raise InvalidInput(f"An imported model named {staging.target.name} exists already; pick another name.")
+    return staging.target
 
 
 def _model_folder(source: Path) -> Path:

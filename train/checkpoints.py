@@ -11,12 +11,12 @@ sit in ``samples/base/`` for comparison.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import fs
 from core.errors import InvalidInput
 from core.xtts import checkpoint_io
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig
@@ -221,15 +221,15 @@ class CheckpointCatalog:
         self._check_not_training(entry)
         if entry.kind == "imported":
             freed = _size(entry.path.parent) + _size(entry.review_dir.parent)
-            _remove_tree(entry.path.parent)
-            _remove_tree(entry.review_dir.parent)
+            fs.remove_folder(entry.path.parent)
+            fs.remove_folder(entry.review_dir.parent)
             return freed
         freed = entry.path.stat().st_size
         entry.path.unlink()
         siblings = [e for e in self._run_entries(self.runs.folder(entry.source)) if e.step == entry.step]
         if not siblings and entry.review_dir.is_dir():
             freed += _size(entry.review_dir)
-            _remove_tree(entry.review_dir)
+            fs.remove_folder(entry.review_dir)
         return freed
 
     def prune(self, run: str, keep_last: int, protect: set[Path] | None = None) -> tuple[int, int]:
@@ -258,7 +258,7 @@ class CheckpointCatalog:
         if self.runs.status(run).get("state") in ACTIVE:
             raise InvalidInput(f"{run} is training; cancel it first.")
         freed = _size(folder)
-        _remove_tree(folder)
+        fs.remove_folder(folder)
         return freed
 
     def disk_usage(self) -> list[dict[str, Any]]:
@@ -298,12 +298,3 @@ def _size(path: Path) -> int:
     if not path.is_dir():
         return 0
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def _remove_tree(path: Path) -> None:
-    """Rename out of sight first, so a crash mid-delete never leaves a half folder that still lists."""
-    if not path.exists():
-        return
-    trash = path.with_name(f".trash-{path.name}-{time.time_ns()}")
-    path.rename(trash)
-    shutil.rmtree(trash, ignore_errors=True)

@@ -44,7 +44,6 @@ from core.device import DeviceScheduler
 from core.errors import Cancelled, InvalidInput
 from core.model_files import ProgressCallback
 from core.net_policy import NetPolicy
-from core.voices import clean_name, voice_id
 from core.xtts.languages import CHAR_LIMITS
 from train import sources as source_io
 from train.segment import ClipPlan, CutOptions, plan_clips
@@ -129,7 +128,7 @@ class DatasetBuilder:
         self.whisper = whisper or Whisper(DeviceScheduler("cpu"))
 
     def folder_for(self, name: str) -> Path:
-        return self.root / voice_id(clean_name(name, noun="dataset"))
+        return self.root / fs.slug(fs.clean_name(name, noun="dataset"), fallback="dataset")
 
     def list(self) -> list[str]:
         if not self.root.is_dir():
@@ -150,7 +149,7 @@ class DatasetBuilder:
     ) -> BuildReport:
         report_progress = progress or (lambda fraction, message: None)
         stop = should_stop or (lambda: False)
-        name = clean_name(options.name, noun="dataset")
+        name = fs.clean_name(options.name, noun="dataset")
         if not 0.0 <= options.eval_fraction < 0.5:
             raise InvalidInput("The eval fraction must be between 0 and 0.5.")
         if not 0.5 <= options.min_s < options.max_s <= 30:
@@ -158,7 +157,7 @@ class DatasetBuilder:
         inputs = list(files) + (source_io.folder_media(folder) if folder else [])
         if not urls and not inputs:
             raise InvalidInput("Add at least one link, uploaded file or server folder.")
-        target = self.root / voice_id(name)
+        target = self.root / fs.slug(name, fallback="dataset")
         created = not target.exists()
         for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
             (target / sub).mkdir(parents=True, exist_ok=True)
@@ -347,7 +346,7 @@ class DatasetBuilder:
             max(1, round(len(order) * options.eval_fraction)) if options.eval_fraction > 0 and len(order) > 1 else 0
         )
         eval_files = {c.file for c in order[:n_eval]}
-        speaker = _clean_text(options.speaker) or voice_id(name)
+        speaker = _clean_text(options.speaker) or fs.slug(name, fallback="dataset")
         write_metadata(
             target, [c for c in kept if c.file not in eval_files], [c for c in kept if c.file in eval_files], speaker
         )

@@ -24,24 +24,20 @@ import logging
 import os
 import pickle
 import re
-import shutil
-import tempfile
 import threading
 import time
-import unicodedata
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from core import fs
-from core.errors import InvalidInput, StudioError
+from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 FEATURE_DIMS = {"v1": 256, "v2": 768}
 SAMPLE_RATES = {"32k": 32000, "40k": 40000, "48k": 48000}
-NAME_MAX = 64
 CONFIG_LENGTH = 18  # RVC's synthesizer config list: spec channels ... gin channels, sample rate
 _REQUIRED_WEIGHTS = (
     "enc_p.emb_phone.weight",
@@ -87,20 +83,11 @@ class RVCModelInfo:
 
 
 def clean_model_name(raw: str | None) -> str:
-    """A model name that is safe as a file name, or :class:`InvalidInput` saying why not."""
-    name = unicodedata.normalize("NFKC", raw or "").strip()
+    """A model name (a trailing ``.pth`` dropped) that is safe as the models' file name, or :class:`InvalidInput`."""
+    name = (raw or "").strip()
     if name.lower().endswith(".pth"):
-        name = name[:-4].strip()
-    if not name:
-        raise InvalidInput("Give the RVC model a name.")
-    if len(name) > NAME_MAX:
-        raise InvalidInput(f"An RVC model name can be at most {NAME_MAX} characters (this one has {len(name)}).")
-    if name.startswith(".") or ".." in name or not re.fullmatch(r"[\w][\w .()+-]*", name):
-        raise InvalidInput(
-            f"'{name}' is not a usable model name: use letters, digits, spaces and - _ . ( ) +, "
-            "not starting with a dot and without '..' or slashes."
-        )
-    return name
+        name = name[:-4]
+    return fs.clean_name(name, noun="RVC model", file_name=True)
 
 
 def _load_weights_only(path: Path) -> Any:
@@ -343,7 +330,7 @@ class RVCLibrary:
                 staged.insert(0, (Path(index_file), index))
             try:
                 for source, target in staged:
-                    _copy_atomic(source, target)
+                    fs.copy_file(source, target)
                 info = self._write_record(self.root / f"{final}.pth", found, index, vectors)
             except BaseException:
                 for _, target in staged:  # nothing half-added stays behind
@@ -362,14 +349,16 @@ class RVCLibrary:
                 raise InvalidInput(f"An RVC model named '{final}' already exists.")
             record = json.loads(self._record_path(info.name).read_text(encoding="utf-8"))
             index = None
-            if info.index is not None:
+            if info.index is not None:  # first: a new .pth without a record finds its index by name
                 index = self.root / f"{final}.index"
-                os.replace(info.index, index)
+                _second_name(info.index, index)
             pth = self.root / f"{final}.pth"
-            os.replace(info.pth, pth)
+            _second_name(info.pth, pth)
             record.update(name=final, index_file=index.name if index else None)
             fs.write_json(self._record_path(final), record)
-            self._record_path(info.name).unlink(missing_ok=True)
+            for stale in (info.pth, self._record_path(info.name), info.index):
+                if stale is not None:
+                    stale.unlink(missing_ok=True)
         log.info("renamed RVC model %s to %s", info.name, final)
         return self._info(pth, record, index)
 
@@ -383,18 +372,16 @@ class RVCLibrary:
         log.info("deleted RVC model %s", info.name)
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
-    """Copy ``source`` next to ``target`` under a temporary name, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+def _second_name(source: Path, target: Path) -> None:
+    """Give ``source`` the name ``target`` as well (a hard link); move it where links are not supported.
+
+    A rename links the new names, writes the new record, then removes the old names, so a
+    crash at any point leaves the model usable under its old name or its new one (for a
+    moment both), never a model without its index.
+    """
     try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        os.link(source, target)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StudioError(f"The disk is full: could not copy {source.name} into {target.parent}.") from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        os.replace(source, target)
