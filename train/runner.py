@@ -110,8 +110,8 @@ class TrainingRunner:
 
         Once the child runs, its watcher takes the device back when it ends.
         """
-        self.on_start()
         try:
+            self.on_start()  # a loan that fails half-way is taken back too
             yield
         except BaseException:
             self._take_back()
@@ -139,13 +139,19 @@ class TrainingRunner:
                     env=env,
                     start_new_session=True,  # its own process group: a cancel reaches its loader workers too
                 )
-            self.store.watch(folder, True)
+            self.store.watch(folder, child.pid)
             self.store.transition(
                 folder, RunState.RUNNING, pid=child.pid, pid_started=process_start_time(child.pid), started=time.time()
             )
+            watcher = threading.Thread(
+                target=self._watch, args=(folder, child), name=f"watch-{folder.name}", daemon=True
+            )
+            self._children[folder.name], self._watchers[folder.name] = child, watcher
+            watcher.start()
         except Exception as exc:
-            self.store.watch(folder, False)
             if child is not None:
+                self.store.unwatch(folder, child.pid)
+                self._children.pop(folder.name, None)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
@@ -155,10 +161,6 @@ class TrainingRunner:
             except Exception:
                 log.exception("could not record that run %s failed to start", folder.name)
             raise StudioError(reason) from exc
-        self._children[folder.name] = child
-        watcher = threading.Thread(target=self._watch, args=(folder, child), name=f"watch-{folder.name}", daemon=True)
-        self._watchers[folder.name] = watcher
-        watcher.start()
 
     def _watch(self, folder: Path, child: subprocess.Popen) -> None:
         code = child.wait()
@@ -167,8 +169,9 @@ class TrainingRunner:
         except Exception:
             log.exception("could not record how run %s ended", folder.name)
         finally:
-            self.store.watch(folder, False)
-            self._children.pop(folder.name, None)
+            self.store.unwatch(folder, child.pid)
+            if self._children.get(folder.name) is child:
+                self._children.pop(folder.name)
             self._take_back()
 
     def _join_watcher(self, run: str) -> None:

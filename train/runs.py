@@ -26,7 +26,6 @@ from train.run_state import (
     RUN_FILE,
     Lifecycle,
     Outcome,
-    Progress,
     RunState,
     read_lifecycle,
     read_progress,
@@ -48,7 +47,7 @@ STALE_QUEUED = (
 # lifecycle changes are read-modify-write; the watcher, a cancel and a tab's poll may race
 _LIFECYCLE_LOCK = threading.RLock()
 # runs whose child a runner in this process waits for: that runner settles them, with the exit code
-_WATCHED: set[Path] = set()
+_WATCHED: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -103,9 +102,6 @@ class RunStore:
     def lifecycle(self, folder: Path) -> Lifecycle:
         return read_lifecycle(folder)
 
-    def progress(self, folder: Path) -> Progress:
-        return read_progress(folder)
-
     def create(self, folder: Path, lifecycle: Lifecycle) -> Lifecycle:
         """Record a new run (the parent's ``run.json``)."""
         with _LIFECYCLE_LOCK:
@@ -117,12 +113,17 @@ class RunStore:
             return write_lifecycle(folder, read_lifecycle(folder).transition(target, **changes))
 
     @staticmethod
-    def watch(folder: Path, watched: bool) -> None:
-        """Say whether a runner in this process waits for the run's child (and will settle it)."""
-        if watched:
-            _WATCHED.add(folder.resolve())
-        else:
-            _WATCHED.discard(folder.resolve())
+    def watch(folder: Path, pid: int) -> None:
+        """A runner in this process waits for the run's child ``pid`` and will settle the run."""
+        with _LIFECYCLE_LOCK:
+            _WATCHED[folder.resolve()] = pid
+
+    @staticmethod
+    def unwatch(folder: Path, pid: int) -> None:
+        """The wait for ``pid`` is over (a later attempt's child may be watched by now)."""
+        with _LIFECYCLE_LOCK:
+            if _WATCHED.get(folder.resolve()) == pid:
+                del _WATCHED[folder.resolve()]
 
     def settle(self, folder: Path, *, code: int | None = None, cancel_requested: bool = False) -> Lifecycle:
         """Turn a gone child (or a queued run whose studio is gone) into its final state, once.
