@@ -254,10 +254,11 @@ def test_a_preflight_failure_gives_the_lent_device_back(
     assert runner.store.list() == [] and say(engine) > 0
 
 
-def test_a_failed_spawn_gives_the_device_back_and_the_next_start_runs(
+def test_a_failed_spawn_gives_the_device_back_and_the_next_start_runs_and_resumes_in_the_old_format(
     tmp_path: Path, dataset: Path, tiny_xtts: Path, engine: XTTSEngine
 ) -> None:
-    """The first start's python does not exist; the second runs the real worker, whose writes are logged."""
+    """The first start's python does not exist; the second runs the real worker, whose writes are logged,
+    and the run it trained, rewritten as the previous version kept runs, resumes."""
     scheduler = engine.scheduler
     store = RunStore(tmp_path / "runs")
     runner = TrainingRunner(
@@ -291,6 +292,21 @@ def test_a_failed_spawn_gives_the_device_back_and_the_next_start_runs(
     assert progress["outcome"] == "completed" and progress["step"] == 2 and progress["attempt"] == 0
     lifecycle = json.loads((store.folder(run) / "run.json").read_text())
     assert lifecycle["state"] == "completed" and "step" not in lifecycle  # progress lives only in progress.json
+
+    # the same run as the previous version would have left it after a cancel: one run.json, the child's
+    folder = store.folder(run)
+    old = {k: v for k, v in lifecycle.items() if k not in ("owner_pid", "owner_started", "pid_started")}
+    old.update({k: progress[k] for k in ("step", "epoch", "elapsed_s", "trainer_dir")}, state="cancelled")
+    (folder / "run.json").write_text(json.dumps(old))
+    (folder / "progress.json").unlink()
+    child_writes.unlink()
+    assert runner.status(run)["state"] == "cancelled" and runner.status(run)["step"] == 2
+    runner.resume(run)
+    resumed = runner.wait(run)
+    assert resumed["state"] == "completed", resumed.get("error") or store.log_tail(folder)
+    assert resumed["resumes"] == 1 and resumed["step"] > 2  # the steps went on from the old run's checkpoint
+    assert "run.json" not in set(child_writes.read_text().split())
+    assert json.loads((folder / "progress.json").read_text())["attempt"] == 1
 
 
 # ---- start-up order -----------------------------------------------------------------------------------
