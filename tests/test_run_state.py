@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from core.errors import InvalidInput, StudioError
 from core.settings import parse_settings
 from core.xtts.engine import VoiceSpec, XTTSEngine
 from core.xtts.profiles import PROFILES
+from tests.conftest import ROOT
 from tests.test_training import config_for, make_dataset, wait_for
 from train import preflight
 from train.run_state import (
@@ -94,6 +96,11 @@ def audited_python(tmp_path: Path) -> tuple[str, Path]:
     return str(python), writes
 
 
+def written(log: Path) -> set[str]:
+    """The files the audited child wrote, a temp file of an atomic write counted as its target."""
+    return {re.sub(r"^\.(.+)\.\w+\.tmp$", r"\1", name) for name in log.read_text().split()}
+
+
 def say(engine: XTTSEngine) -> int:
     voice = engine.conditioning(VoiceSpec(speaker=engine.speakers()[0]))
     audio = engine.synthesize(["A short sentence."], language="en", conditioning=voice, params=PROFILES["fast"], seed=1)
@@ -157,6 +164,25 @@ def test_a_recycled_pid_is_not_the_worker(fake_worker: subprocess.Popen) -> None
     assert not pid_alive(pid, started + 1)  # same pid, another process
     assert not pid_alive(os.getpid()) and process_alive(os.getpid(), process_start_time(os.getpid()))
     assert not process_alive(dead_pid())
+
+
+def test_a_child_that_fails_before_training_reports_why_and_the_parent_records_it(tmp_path: Path) -> None:
+    """The real worker entry on a run whose settings are unreadable: its reason reaches the run's state."""
+    store = RunStore(tmp_path / "runs")
+    folder = store.new_folder("broken")
+    (folder / "run_config.json").write_text("{not json")
+    store.create(folder, Lifecycle.queued(total_steps=4))
+    python, child_writes = audited_python(tmp_path)
+    child = subprocess.Popen(
+        [python, "-m", "train.worker", str(folder)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    store.transition(folder, RunState.RUNNING, pid=child.pid, pid_started=process_start_time(child.pid))
+    code = child.wait(timeout=300)
+    assert code == 1 and written(child_writes) == {"progress.json"}
+    settled = store.settle(folder, code=code)
+    assert settled.state is RunState.FAILED and settled.error is not None
+    assert "Could not read the training settings" in settled.error and settled.finished is not None
 
 
 # ---- old run folders ----------------------------------------------------------------------------
@@ -286,8 +312,7 @@ def test_a_failed_spawn_gives_the_device_back_and_the_next_start_runs_and_resume
     assert Placement.ON_DEVICE not in seen
     assert not scheduler.lent and scheduler.models.placement("xtts") is Placement.ON_DEVICE
 
-    written = set(child_writes.read_text().split())
-    assert "progress.json" in written and "run.json" not in written, written
+    assert "progress.json" in written(child_writes) and "run.json" not in written(child_writes)
     progress = json.loads((store.folder(run) / "progress.json").read_text())
     assert progress["outcome"] == "completed" and progress["step"] == 2 and progress["attempt"] == 0
     lifecycle = json.loads((store.folder(run) / "run.json").read_text())
@@ -305,7 +330,7 @@ def test_a_failed_spawn_gives_the_device_back_and_the_next_start_runs_and_resume
     resumed = runner.wait(run)
     assert resumed["state"] == "completed", resumed.get("error") or store.log_tail(folder)
     assert resumed["resumes"] == 1 and resumed["step"] > 2  # the steps went on from the old run's checkpoint
-    assert "run.json" not in set(child_writes.read_text().split())
+    assert "run.json" not in written(child_writes)
     assert json.loads((folder / "progress.json").read_text())["attempt"] == 1
 
 
