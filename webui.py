@@ -163,6 +163,15 @@ def start_engine(studio: Studio) -> None:
         log.error("%s", exc)
 
 
+def start_up(studio: Studio) -> None:
+    """Re-attach to a training still running, then load the engine: with the device lent first,
+    XTTS loads onto the CPU instead of onto a GPU the training is using."""
+    running = studio.training.reattach()
+    if running:
+        log.info("training %s is running; XTTS stays off the GPU until it ends", running)
+    start_engine(studio)
+
+
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="XTTS Studio", analytics_enabled=False) as demo:
         with gr.Row():
@@ -299,10 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudioError as exc:
         log.error("%s", exc)
         return 2
-    start_engine(studio)
-    running = studio.training.reattach()
-    if running:
-        log.info("training %s is running; XTTS stays off the GPU until it ends", running)
+    start_up(studio)
     serve(studio, build_app(studio))
     return 0
 

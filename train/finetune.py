@@ -15,6 +15,7 @@ from pathlib import Path
 from core.errors import StudioError
 from core.settings import parse_settings
 from train.config import TrainingConfig
+from train.run_state import ACTIVE, RunState
 from train.runner import TrainingRunner
 from train.runs import RunStore
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             if line != last:
                 print(line, flush=True)
                 last = line
-            if state["state"] not in ("queued", "running"):
+            if state["state"] not in ACTIVE:
                 break
             time.sleep(1)
     except KeyboardInterrupt:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if state.get("error"):
         print(f"error: {state['error']}", file=sys.stderr)
-    return 0 if state["state"] == "completed" else 1
+    return 0 if state["state"] == RunState.COMPLETED else 1
 
 
 if __name__ == "__main__":

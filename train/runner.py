@@ -1,10 +1,12 @@
 """Start, watch, cancel and resume fine-tuning runs; the training itself runs in a child process.
 
-One training at a time. While it runs, the resident engine moves to the CPU so the
-child has the GPU, and comes back when the child ends. The child lives in its own
-process group: cancel sends SIGINT (the trainer saves, then stops), then kills the
-group if it does not stop in time. A crash or a ``kill -9`` of the child leaves the UI
-serving; the run reads as failed and can be resumed from its last checkpoint.
+One training at a time. While it runs, the device is lent (every resident model moves off
+it) so the child has the GPU, and it comes back when the child ends. The loan starts before
+the pre-flight checks, so they measure the GPU memory the child will really have, and it is
+given back if anything fails before the child runs. The child lives in its own process
+group: cancel sends SIGINT (the trainer saves, then stops), then kills the group if it does
+not stop in time. A crash or a ``kill -9`` of the child leaves the UI serving; the run reads
+as failed and can be resumed from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -18,24 +20,24 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from core import fs
-from core.errors import InvalidInput
+from core.errors import InvalidInput, StudioError
 from core.model_files import ProgressCallback
 from core.settings import resolve_device
 from core.xtts.languages import LANGUAGES
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
 from train.dataset import read_metadata
-from train.runs import ACTIVE, RunStore, pid_alive
+from train.run_state import ACTIVE, RESUMABLE, Lifecycle, RunState, pid_alive, process_start_time
+from train.runs import RunStore
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RESUMABLE = ("cancelled", "failed", "interrupted")
 
 
 class TrainingRunner:
@@ -47,14 +49,19 @@ class TrainingRunner:
         on_start: Callable[[], None] | None = None,
         on_finish: Callable[[], None] | None = None,
         prepare_base: Callable[[Path, ProgressCallback | None], Path] | None = None,
+        python: str = sys.executable,
     ) -> None:
+        """``on_start`` lends the device to training and ``on_finish`` takes it back; ``python``
+        runs the child (``python -m train.worker RUN_DIR``)."""
         self.store = store
         self.device = resolve_device(device)
         self.on_start = on_start or (lambda: None)
         self.on_finish = on_finish or (lambda: None)
         self.prepare_base = prepare_base or (lambda base, progress: base)
+        self.python = python
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen] = {}
+        self._watchers: dict[str, threading.Thread] = {}
 
     # ---- starting ------------------------------------------------------------------------
     def with_defaults(self, config: TrainingConfig) -> TrainingConfig:
@@ -74,83 +81,123 @@ class TrainingRunner:
         if config.language not in LANGUAGES:
             raise InvalidInput(f"Unknown language '{config.language}'. Choose one of: {', '.join(LANGUAGES)}.")
         with self._lock:
-            busy = self.store.active()
-            if busy is not None:
-                raise InvalidInput(
-                    f"A training is already running ({busy['run']}). Cancel it or wait for it to finish."
-                )
+            self._refuse_if_busy()
             base = self.prepare_base(Path(config.base_model), progress)
             config = self.with_defaults(replace(config, base_model=str(base)))
-            found = preflight.check(config, runs_root=self.store.root, device=self.device)
-            folder = self.store.new_folder(config.run_name)
-            fs.write_text(folder / "run_config.json", config.to_json())
-            steps_per_epoch = config.steps_per_epoch(found.train_clips)
-            self.store.write(
-                folder,
-                state="queued",
-                created=time.time(),
-                save_step=config.save_interval(found.train_clips),
-                total_steps=steps_per_epoch * config.epochs,
-                step=0,
-                epoch=0,
-                params=config.__dict__,
-                preflight=found.to_dict(),
-            )
-            self._spawn(folder)
+            with self._device_lent():
+                found = preflight.check(config, runs_root=self.store.root, device=self.device)
+                folder = self.store.new_folder(config.run_name)
+                fs.write_text(folder / "run_config.json", config.to_json())
+                steps_per_epoch = config.steps_per_epoch(found.train_clips)
+                self.store.create(
+                    folder,
+                    Lifecycle.queued(
+                        save_step=config.save_interval(found.train_clips), total_steps=steps_per_epoch * config.epochs,
+                        params=config.__dict__, preflight=found.to_dict(),
+                    ),
+                )  # fmt: skip
+                self._spawn(folder)
             return folder.name
 
-    def _spawn(self, folder: Path) -> None:
-        self.on_start()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        with open(folder / "train.log", "ab") as sink:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "train.worker", str(folder)],
-                cwd=PROJECT_ROOT,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # its own process group: a cancel reaches its loader workers too
-            )
-        self.store.write(folder, state="running", pid=child.pid)
-        self._children[folder.name] = child
-        threading.Thread(target=self._watch, args=(folder, child), name=f"watch-{folder.name}", daemon=True).start()
+    def _refuse_if_busy(self) -> None:
+        busy = self.store.active()
+        if busy is not None:
+            raise InvalidInput(f"A training is already running ({busy['run']}). Cancel it or wait for it to finish.")
 
-    def _watch(self, folder: Path, child: subprocess.Popen) -> None:
-        code = child.wait()
-        self._children.pop(folder.name, None)
-        state = self.store.read(folder)
-        if state.get("state") in ACTIVE:  # the child ended without recording how
-            saved = [c.step for c in self.store.checkpoints(folder)]
-            progress = {"step": max([*saved, int(state.get("step", 0))]), "finished": time.time()}
-            if code in (130, -signal.SIGINT):  # the trainer's exit after saving on SIGINT, or a SIGINT before it ran
-                self.store.write(folder, state="cancelled", **progress)
-            else:
-                reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                message = f"The training process ended unexpectedly ({reason}). Resume it to continue."
-                self.store.write(folder, state="failed", error=message, **progress)
+    @contextlib.contextmanager
+    def _device_lent(self) -> Iterator[None]:
+        """Lend the device for a child about to start; take it back if the start fails.
+
+        Once the child runs, its watcher takes the device back when it ends.
+        """
+        try:
+            self.on_start()  # a loan that fails half-way is taken back too
+            yield
+        except BaseException:
+            self._take_back()
+            raise
+
+    def _take_back(self) -> None:
         try:
             self.on_finish()
         except Exception:
             log.exception("could not take the GPU back after training")
 
+    def _spawn(self, folder: Path) -> None:
+        """Start the child for the queued run in ``folder``; if it cannot start, the run is failed."""
+        child: subprocess.Popen | None = None
+        try:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+            with open(folder / "train.log", "ab") as sink:
+                child = subprocess.Popen(
+                    [self.python, "-m", "train.worker", str(folder)],
+                    cwd=PROJECT_ROOT,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,  # its own process group: a cancel reaches its loader workers too
+                )
+            self.store.watch(folder, child.pid)
+            self.store.transition(
+                folder, RunState.RUNNING, pid=child.pid, pid_started=process_start_time(child.pid), started=time.time()
+            )
+            watcher = threading.Thread(
+                target=self._watch, args=(folder, child), name=f"watch-{folder.name}", daemon=True
+            )
+            self._children[folder.name], self._watchers[folder.name] = child, watcher
+            watcher.start()
+        except Exception as exc:
+            if child is not None:
+                self.store.unwatch(folder, child.pid)
+                self._children.pop(folder.name, None)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            reason = f"The training process could not start: {exc}"
+            try:
+                self.store.transition(folder, RunState.FAILED, error=reason, finished=time.time())
+            except Exception:
+                log.exception("could not record that run %s failed to start", folder.name)
+            raise StudioError(reason) from exc
+
+    def _watch(self, folder: Path, child: subprocess.Popen) -> None:
+        code = child.wait()
+        try:
+            self.store.settle(folder, code=code)
+        except Exception:
+            log.exception("could not record how run %s ended", folder.name)
+        finally:
+            self.store.unwatch(folder, child.pid)
+            if self._children.get(folder.name) is child:
+                self._children.pop(folder.name)
+            self._take_back()
+
+    def _join_watcher(self, run: str) -> None:
+        """Wait until this runner's watcher of ``run`` recorded the end and took the device back."""
+        watcher = self._watchers.get(run)
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=60)
+            if not watcher.is_alive():
+                self._watchers.pop(run, None)
+
     def reattach(self) -> str | None:
         """After a UI restart: give a still-running training the GPU and take it back when it ends."""
         active = self.store.active()
-        if active is None or not pid_alive(active.get("pid")):
+        if active is None or not pid_alive(active.get("pid"), active.get("pid_started")):
             return None
-        run, pid = active["run"], int(active["pid"])
+        run, pid, started = active["run"], int(active["pid"]), active.get("pid_started")
         self.on_start()
 
         def follow() -> None:
-            while pid_alive(pid):
+            while pid_alive(pid, started):
                 time.sleep(1.0)
-            self.store.status(run)  # records a failure if the child died without saying so
             try:
-                self.on_finish()
+                self.store.status(run)  # records how the child ended
             except Exception:
-                log.exception("could not take the GPU back after training")
+                log.exception("could not record how run %s ended", run)
+            self._take_back()
 
         threading.Thread(target=follow, name=f"follow-{run}", daemon=True).start()
         return run
@@ -162,21 +209,22 @@ class TrainingRunner:
         state = self.store.status(run)
         if state.get("state") not in ACTIVE:
             raise InvalidInput(f"The run {run} is not running (it is {state.get('state')}).")
-        pid = int(state["pid"])
+        if state.get("state") == RunState.QUEUED:
+            raise InvalidInput(f"The run {run} is still starting; cancel it once it runs.")
+        pid, started = int(state["pid"]), state.get("pid_started")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGINT)
         deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid, started) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if pid_alive(pid):
+        if pid_alive(pid, started):
             log.warning("run %s did not stop within %.0fs; killing its process group", run, timeout)
             os.killpg(pid, signal.SIGKILL)
         child = self._children.get(run)
-        if child is not None:
-            child.wait(timeout=30)
-        if self.store.read(folder).get("state") in ACTIVE:
-            self.store.write(folder, state="cancelled", finished=time.time())
-        return self.store.status(run)
+        code = child.wait(timeout=30) if child is not None else None
+        self.store.settle(folder, code=code, cancel_requested=True)
+        self._join_watcher(run)
+        return self.status(run)
 
     def resume(self, run: str) -> str:
         """Continue a cancelled, failed or interrupted run from its last checkpoint; steps go on from there."""
@@ -184,22 +232,23 @@ class TrainingRunner:
             folder = self.store.folder(run)
             state = self.store.status(run)
             if state.get("state") not in RESUMABLE:
-                raise InvalidInput(f"Only cancelled or failed runs can be resumed; {run} is {state.get('state')}.")
-            busy = self.store.active()
-            if busy is not None:
                 raise InvalidInput(
-                    f"A training is already running ({busy['run']}). Cancel it or wait for it to finish."
+                    f"Only cancelled, failed or interrupted runs can be resumed; {run} is {state.get('state')}."
                 )
+            self._refuse_if_busy()
             trainer_dir = self.store.trainer_dir(folder)
             if trainer_dir is None or not any(not c.best for c in self.store.checkpoints(folder)):
                 raise InvalidInput(f"The run {run} has no checkpoint to resume from; start a new run instead.")
             read_config(folder / "run_config.json")
             self._set_aside_broken_checkpoints(folder)
-            self.store.write(
-                folder, state="queued", error=None, resume_from=str(trainer_dir), resumes=int(state.get("resumes", 0)) + 1,
-                elapsed_before_s=float(state.get("elapsed_s", 0)),
-            )  # fmt: skip
-            self._spawn(folder)
+            with self._device_lent():
+                owner = os.getpid()
+                self.store.transition(
+                    folder, RunState.QUEUED, error=None, finished=None, resume_from=str(trainer_dir),
+                    resumes=int(state.get("resumes", 0)) + 1, elapsed_before_s=float(state.get("elapsed_s", 0)),
+                    owner_pid=owner, owner_started=process_start_time(owner), pid=None, pid_started=None,
+                )  # fmt: skip
+                self._spawn(folder)
             return run
 
     def _set_aside_broken_checkpoints(self, folder: Path) -> None:
@@ -211,6 +260,7 @@ class TrainingRunner:
                 log.warning("set aside the truncated checkpoint %s", checkpoint.path.name)
 
     def status(self, run: str) -> dict[str, Any]:
+        """The run's state as :meth:`RunStore.status` gives it, with an ETA while it runs."""
         state = self.store.status(run)
         step, total, elapsed = (
             int(state.get("step", 0)),
@@ -227,9 +277,7 @@ class TrainingRunner:
         while time.monotonic() < deadline:
             state = self.status(run)
             if state.get("state") not in ACTIVE:
-                child = self._children.get(run)
-                if child is not None:
-                    child.wait(timeout=30)
+                self._join_watcher(run)
                 return state
             time.sleep(0.1)
         raise TimeoutError(f"run {run} still running after {timeout}s")

@@ -1,15 +1,18 @@
-"""Training runs on disk: ``outputs/runs/<run>/`` and its ``run.json``, losses and checkpoints.
+"""Training runs on disk: ``outputs/runs/<run>/`` with its records, losses and checkpoints.
 
-The child process writes ``run.json`` (atomically); the UI only reads it, and marks a run
-failed when its recorded process is gone while the file still says it is running (a
-``kill -9``, a crash, a reboot). A restarted UI therefore re-attaches to whatever runs.
+A run has two records (see :mod:`train.run_state`): ``run.json``, the lifecycle, written only
+here in the parent, and ``progress.json``, written only by the training child. When a run's
+child is gone while its lifecycle still says it runs (it exited while no studio watched it,
+a ``kill -9``, a crash, a reboot), reading the run settles it: the child's own account of its
+end if it left one, failed otherwise. A run left queued by a studio that is gone reads as
+interrupted. A restarted UI therefore re-attaches to whatever still runs.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,31 +21,33 @@ from typing import Any
 from core import fs, plots
 from core.errors import InvalidInput
 from core.fs import child
+from train.run_state import (
+    ACTIVE,
+    RUN_FILE,
+    Lifecycle,
+    Outcome,
+    RunState,
+    read_lifecycle,
+    read_progress,
+    view,
+    write_lifecycle,
+)
 
-ACTIVE = ("queued", "running")
 LOSS_TAGS = {
     "TrainIterStats/loss_text_ce": "train text CE",
     "TrainIterStats/loss_mel_ce": "train mel CE",
     "EvalStats/avg_loss": "eval loss",
 }
 _CHECKPOINT = re.compile(r"^(checkpoint|best_model)_(\d+)\.(pth|pt|safetensors)$")
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True when ``pid`` is a live training worker (not a zombie, not a recycled pid)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        return b"train.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc (not Linux): trust kill(0)
+UNEXPECTED_END = "The training process ended unexpectedly ({reason}). Resume it to continue."
+STALE_QUEUED = (
+    "The studio stopped before this run's training process started. Resume it, or start a new run "
+    "if it has no checkpoint yet."
+)
+# lifecycle changes are read-modify-write; the watcher, a cancel and a tab's poll may race
+_LIFECYCLE_LOCK = threading.RLock()
+# runs whose child a runner in this process waits for: that runner settles them, with the exit code
+_WATCHED: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class RunStore:
             path = child(self.root, name, what="run name")
         except InvalidInput:
             raise InvalidInput(f"'{run}' is not a run name.") from None
-        if name.startswith(".") or not (path / "run.json").is_file():
+        if name.startswith(".") or not (path / RUN_FILE).is_file():
             raise InvalidInput(f"There is no training run '{name}'.")
         return path
 
@@ -90,29 +95,85 @@ class RunStore:
         return path
 
     def read(self, folder: Path) -> dict[str, Any]:
-        try:
-            return json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InvalidInput(f"The run {folder.name} has an unreadable run.json: {exc}") from exc
+        """The run's records as one plain dict (see :func:`train.run_state.view`)."""
+        lifecycle = read_lifecycle(folder)
+        return view(lifecycle, read_progress(folder, lifecycle))
 
-    def write(self, folder: Path, **changes: Any) -> dict[str, Any]:
-        state = self.read(folder) if (folder / "run.json").is_file() else {}
-        state.update(changes, updated=time.time())
-        fs.write_json(folder / "run.json", state)
-        return state
+    def lifecycle(self, folder: Path) -> Lifecycle:
+        return read_lifecycle(folder)
+
+    def create(self, folder: Path, lifecycle: Lifecycle) -> Lifecycle:
+        """Record a new run (the parent's ``run.json``)."""
+        with _LIFECYCLE_LOCK:
+            return write_lifecycle(folder, lifecycle)
+
+    def transition(self, folder: Path, target: RunState, **changes: Any) -> Lifecycle:
+        """Move the run to ``target``; :class:`~train.run_state.IllegalTransition` if its state does not allow it."""
+        with _LIFECYCLE_LOCK:
+            return write_lifecycle(folder, read_lifecycle(folder).transition(target, **changes))
+
+    @staticmethod
+    def watch(folder: Path, pid: int) -> None:
+        """A runner in this process waits for the run's child ``pid`` and will settle the run."""
+        with _LIFECYCLE_LOCK:
+            _WATCHED[folder.resolve()] = pid
+
+    @staticmethod
+    def unwatch(folder: Path, pid: int) -> None:
+        """The wait for ``pid`` is over (a later attempt's child may be watched by now)."""
+        with _LIFECYCLE_LOCK:
+            if _WATCHED.get(folder.resolve()) == pid:
+                del _WATCHED[folder.resolve()]
+
+    def settle(self, folder: Path, *, code: int | None = None, cancel_requested: bool = False) -> Lifecycle:
+        """Turn a gone child (or a queued run whose studio is gone) into its final state, once.
+
+        ``code`` is the child's exit status when the caller waited for it; without it the child
+        counts as gone only when its recorded process is. The child's own outcome in
+        ``progress.json`` wins; without one, a SIGINT exit or a requested cancel is "cancelled"
+        and anything else "failed".
+        """
+        with _LIFECYCLE_LOCK:
+            lifecycle = read_lifecycle(folder)
+            if lifecycle.state is RunState.QUEUED:
+                if lifecycle.owner_alive():
+                    return lifecycle
+                return write_lifecycle(
+                    folder, lifecycle.transition(RunState.INTERRUPTED, error=STALE_QUEUED, finished=time.time())
+                )
+            if lifecycle.state is not RunState.RUNNING or (code is None and lifecycle.worker_alive()):
+                return lifecycle
+            progress = read_progress(folder, lifecycle)
+            outcome = progress.outcome_of(lifecycle)
+            finished = progress.finished if outcome else time.time()
+            if outcome is Outcome.COMPLETED:
+                settled = lifecycle.transition(RunState.COMPLETED, finished=finished)
+            elif outcome is Outcome.FAILED:
+                settled = lifecycle.transition(RunState.FAILED, error=progress.error, finished=finished)
+            elif outcome is Outcome.CANCELLED or cancel_requested or code in (130, -signal.SIGINT):
+                settled = lifecycle.transition(RunState.CANCELLED, finished=finished)
+            else:
+                if code is None:
+                    reason = "killed or crashed"
+                else:
+                    reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                settled = lifecycle.transition(
+                    RunState.FAILED, error=UNEXPECTED_END.format(reason=reason), finished=finished
+                )
+            return write_lifecycle(folder, settled)
 
     def status(self, run: str) -> dict[str, Any]:
-        """The run's state, corrected when its process died without saying so."""
+        """The run's state, settled when its process ended without a studio watching it."""
         folder = self.folder(run)
-        state = self.read(folder)
-        if state.get("state") in ACTIVE and not pid_alive(state.get("pid")) and state.get("state") != "queued":
-            state = self.write(
-                folder,
-                state="failed",
-                error="The training process ended unexpectedly (killed or crashed). Resume it to continue.",
-            )
+        lifecycle = self.lifecycle(folder)
+        if lifecycle.active and folder.resolve() not in _WATCHED:
+            lifecycle = self.settle(folder)
+        state = view(lifecycle, read_progress(folder, lifecycle))
+        checkpoints = self.checkpoints(folder)
+        if not lifecycle.active:  # a kill may leave a checkpoint newer than the last progress report
+            state["step"] = max([state["step"], *(c.step for c in checkpoints if not c.best)])
         state["run"] = folder.name
-        state["checkpoints"] = [c.to_dict() for c in self.checkpoints(folder)]
+        state["checkpoints"] = [c.to_dict() for c in checkpoints]
         state["samples"] = self.samples(folder)
         return state
 
@@ -121,7 +182,7 @@ class RunStore:
             return []
         runs = []
         for folder in sorted(self.root.iterdir(), reverse=True):
-            if (folder / "run.json").is_file():
+            if (folder / RUN_FILE).is_file():
                 try:
                     runs.append(self.status(folder.name))
                 except InvalidInput:
@@ -129,6 +190,7 @@ class RunStore:
         return runs
 
     def active(self) -> dict[str, Any] | None:
+        """The run that holds the training slot: running, or queued by a studio that is still up."""
         return next((run for run in self.list() if run.get("state") in ACTIVE), None)
 
     @staticmethod

@@ -1,10 +1,12 @@
 """The training child process: ``python -m train.worker RUN_DIR``.
 
-It runs Coqui's GPT trainer on the settings in ``RUN_DIR/run_config.json`` and reports only
-through files: ``run.json`` (written atomically), the trainer's TensorBoard events and
+It runs Coqui's GPT trainer on the settings in ``RUN_DIR/run_config.json`` and the run's
+lifecycle in ``run.json`` (which it only reads: the studio owns it), and reports only through
+files: ``progress.json`` (its own, written atomically), the trainer's TensorBoard events and
 checkpoints under ``RUN_DIR/trainer/``, its log, and ``samples/<step>/`` rendered at every
-save. SIGINT makes the trainer save and stop (state "cancelled"); anything else that ends
-it is "failed" with the reason from the log.
+save. It records how it ended as the outcome in ``progress.json``: SIGINT makes the trainer
+save and stop ("cancelled"); anything else that ends it is "failed" with the reason from the
+log. The studio turns that outcome into the run's state once the process has exited.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import re
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core import fs
+from core.constants import XTTS_INPUT_RATE, XTTS_OUTPUT_RATE
 from train.config import TrainingConfig, read_config
-from train.runs import RunStore
+from train.run_state import Lifecycle, Outcome, Progress, read_lifecycle, read_progress, write_progress
 
 log = logging.getLogger("train.worker")
 CODE_STRIDE = 1024
@@ -40,11 +45,13 @@ def trainer_config(config: TrainingConfig, run_dir: Path) -> Any:
         if hasattr(args, key) and key not in ("tokenizer_file", "gpt_checkpoint", "decoder_checkpoint"):
             setattr(args, key, value)
     # a clip needs one audio code per 1024 samples, plus start/stop, within the position table
-    longest = min(int(config.max_audio_s * 22050), (base_config.model_args.gpt_max_audio_tokens - 4) * CODE_STRIDE)
+    longest = min(
+        int(config.max_audio_s * XTTS_INPUT_RATE), (base_config.model_args.gpt_max_audio_tokens - 4) * CODE_STRIDE
+    )
     args.max_wav_length = longest
     args.max_text_length = config.max_text_len
-    args.min_conditioning_length = min(66150, longest // 2)
-    args.max_conditioning_length = min(132300, longest)
+    args.min_conditioning_length = min(3 * XTTS_INPUT_RATE, longest // 2)
+    args.max_conditioning_length = min(6 * XTTS_INPUT_RATE, longest)
     args.mel_norm_file = str(base / "mel_stats.pth")
     args.dvae_checkpoint = str(base / "dvae.pth")
     args.xtts_checkpoint = str(base / "model.pth")
@@ -57,7 +64,9 @@ def trainer_config(config: TrainingConfig, run_dir: Path) -> Any:
         run_name="xtts",
         project_name="xtts-studio",
         dashboard_logger="tensorboard",
-        audio=XttsAudioConfig(sample_rate=22050, dvae_sample_rate=22050, output_sample_rate=24000),
+        audio=XttsAudioConfig(
+            sample_rate=XTTS_INPUT_RATE, dvae_sample_rate=XTTS_INPUT_RATE, output_sample_rate=XTTS_OUTPUT_RATE
+        ),
         batch_size=config.batch_size,
         batch_group_size=48,
         eval_batch_size=config.batch_size,
@@ -143,15 +152,29 @@ class InterruptGuard:
         return checked
 
 
+def starting_progress(run_dir: Path, lifecycle: Lifecycle) -> Progress:
+    """This attempt's report before its first step: the steps so far, no outcome yet."""
+    return replace(
+        read_progress(run_dir, lifecycle), attempt=lifecycle.resumes, outcome=None, error=None, finished=None
+    )
+
+
+def report_end(run_dir: Path, progress: Progress, outcome: Outcome, error: str | None = None) -> Progress:
+    """Record how this attempt ended, for the studio to turn into the run's state."""
+    return write_progress(run_dir, replace(progress, outcome=outcome, error=error, finished=time.time()))
+
+
 class Reporter:
-    """Trainer callbacks that keep ``run.json`` current and render samples at every save."""
+    """Trainer callbacks that keep ``progress.json`` current and render samples at every save."""
 
     def __init__(
-        self, store: RunStore, run_dir: Path, config: TrainingConfig, save_step: int, guard: InterruptGuard
+        self, run_dir: Path, lifecycle: Lifecycle, config: TrainingConfig, save_step: int, guard: InterruptGuard
     ) -> None:
-        self.store, self.run_dir, self.config, self.save_step = store, run_dir, config, save_step
+        self.run_dir, self.config, self.save_step = run_dir, config, save_step
         self.guard = guard
         self.started = time.time()
+        self.elapsed_before_s = lifecycle.elapsed_before_s
+        self.progress = starting_progress(run_dir, lifecycle)
         self.last_write = 0.0
 
     def on_train_step_end(self, trainer: Any) -> None:
@@ -173,7 +196,8 @@ class Reporter:
 
     def on_keyboard_interrupt(self, trainer: Any) -> None:
         """Called after the trainer saved on SIGINT and right before it exits the process."""
-        self.update(trainer, state="cancelled", finished=time.time())
+        self.update(trainer)
+        self.end(Outcome.CANCELLED)
 
     def on_epoch_end(self, trainer: Any) -> None:
         """A new best model is a checkpoint too: give it samples unless its step has them."""
@@ -185,18 +209,21 @@ class Reporter:
         self.update(trainer)
         self.guard.check()
 
-    def update(self, trainer: Any, **extra: Any) -> None:
+    def update(self, trainer: Any) -> None:
         self.last_write = time.time()
-        self.store.write(
+        self.progress = write_progress(
             self.run_dir,
-            step=int(trainer.total_steps_done),
-            epoch=int(trainer.epochs_done),
-            trainer_dir=str(trainer.output_path),
-            elapsed_s=round(
-                time.time() - self.started + float(self.store.read(self.run_dir).get("elapsed_before_s", 0)), 1
+            replace(
+                self.progress,
+                step=int(trainer.total_steps_done),
+                epoch=int(trainer.epochs_done),
+                trainer_dir=str(trainer.output_path),
+                elapsed_s=round(time.time() - self.started + self.elapsed_before_s, 1),
             ),
-            **extra,
         )
+
+    def end(self, outcome: Outcome, error: str | None = None) -> None:
+        self.progress = report_end(self.run_dir, self.progress, outcome, error)
 
     def render_samples(self, trainer: Any, step: int) -> None:
         """Speak the test sentences with the weights just saved, into samples/<step>/."""
@@ -219,10 +246,11 @@ class Reporter:
         folder = self.run_dir / "samples" / str(step)
         folder.mkdir(parents=True, exist_ok=True)
         for index, (_, wav) in enumerate(sorted(audios.items())):
-            temp = folder / f".{index}.wav"
-            sf.write(temp, wav, 24000)
-            os.replace(temp, folder / f"{index}.wav")
-        (folder / "sentences.json").write_text(json.dumps(self.config.test_sentences, ensure_ascii=False))
+            fs.write_with(
+                folder / f"{index}.wav",
+                lambda handle, wav=wav: sf.write(handle, wav, XTTS_OUTPUT_RATE, format="WAV", subtype="PCM_16"),
+            )
+        fs.write_text(folder / "sentences.json", json.dumps(self.config.test_sentences, ensure_ascii=False))
 
 
 def run(run_dir: Path) -> int:
@@ -234,21 +262,19 @@ def run(run_dir: Path) -> int:
     # importing Coqui's XTTS trainer dataset module sets torch to one thread; the loader runs in
     # this process (no worker processes), so CPU training may use every core again
     torch.set_num_threads(os.cpu_count() or 1)
-    store = RunStore(run_dir.parent)
     config = read_config(run_dir / "run_config.json")
-    state = store.read(run_dir)
+    lifecycle = read_lifecycle(run_dir)
     gpt_config = trainer_config(config, run_dir)
     train_samples, eval_samples = load_tts_samples(
         gpt_config, eval_split=True, eval_split_max_size=256, eval_split_size=config.eval_fraction
     )
-    save_step = int(state["save_step"])
+    save_step = lifecycle.save_step
     gpt_config.save_step = save_step
     model = GPTTrainer.init_from_config(gpt_config)
     if config.gradient_checkpointing:
         model.xtts.gpt.gpt.gradient_checkpointing_enable()
-    resume_from = state.get("resume_from")
     trainer_args = TrainerArgs(
-        continue_path=resume_from or "",
+        continue_path=lifecycle.resume_from or "",
         skip_train_epoch=False,
         start_with_eval=False,
         grad_accum_steps=config.grad_accum,
@@ -256,7 +282,7 @@ def run(run_dir: Path) -> int:
     guard = InterruptGuard()
     signal.signal(signal.SIGINT, guard.handler)
     model.eval_step = guard.before(model.eval_step)
-    reporter = Reporter(store, run_dir, config, save_step, guard)
+    reporter = Reporter(run_dir, lifecycle, config, save_step, guard)
     trainer = Trainer(
         trainer_args,
         gpt_config,
@@ -271,18 +297,19 @@ def run(run_dir: Path) -> int:
             "on_keyboard_interrupt": reporter.on_keyboard_interrupt,
         },
     )
-    store.write(run_dir, state="running", pid=os.getpid(), trainer_dir=str(trainer.output_path), started=time.time())
+    reporter.update(trainer)
     try:
         trainer.fit()
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
+    reporter.update(trainer)
     if code == 0:
-        reporter.update(trainer, state="completed", finished=time.time())
+        reporter.end(Outcome.COMPLETED)
     elif code == 130:
-        reporter.update(trainer, state="cancelled", finished=time.time())
+        reporter.end(Outcome.CANCELLED)
     else:
-        store.write(run_dir, state="failed", error=_failure_reason(run_dir / "train.log", config), finished=time.time())
+        reporter.end(Outcome.FAILED, _failure_reason(run_dir / "train.log", config))
     return code
 
 
@@ -296,9 +323,12 @@ def main(argv: list[str]) -> int:
         return run(run_dir)
     except Exception as exc:  # before or around the trainer: record why, keep the traceback in the log
         log.exception("training could not start")
-        RunStore(run_dir.parent).write(
-            run_dir, state="failed", error=f"{exc.__class__.__name__}: {exc}", finished=time.time()
-        )
+        try:
+            lifecycle = read_lifecycle(run_dir)
+        except Exception:  # the studio settles a run whose child leaves no outcome as failed
+            log.exception("could not read the run's lifecycle to report the failure")
+            return 1
+        report_end(run_dir, starting_progress(run_dir, lifecycle), Outcome.FAILED, f"{exc.__class__.__name__}: {exc}")
         return 1
 
 
