@@ -84,7 +84,7 @@ class RunStore:
 
     def new_folder(self, base: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^\w-]+", "-", base.casefold()).strip("-_") or "run"
+        stem = fs.slug(base, fallback="run")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = self.root / f"{stem}-{stamp}"
         suffix = 1
