@@ -26,8 +26,8 @@ from core.logs import configure_logging
 from core.model_files import ProgressCallback
 from core.outputs import OutputStore
 from core.rvc.convert import RVCService
-from core.rvc.convert.models import RVCLibrary
-from core.rvc.convert.support import SupportFiles
+from core.rvc.models import RVCLibrary
+from core.rvc.support import SupportFiles
 from core.scratch import confine_scratch
 from core.settings import Settings, parse_settings, resolve_device
 from core.tts import TTSService

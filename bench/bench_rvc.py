@@ -67,8 +67,8 @@ def main() -> int:
 
     from core.outputs import OutputStore
     from core.rvc.convert import RVCRequest, RVCService
-    from core.rvc.convert.models import RVCLibrary
-    from core.rvc.convert.support import SupportFiles
+    from core.rvc.models import RVCLibrary
+    from core.rvc.support import SupportFiles
     from tests.conftest import KIT_CACHE, speak
     from tests.make_tiny_models import build
 

@@ -31,7 +31,7 @@ from core.device import queue_problems
 from core.errors import Busy, ModelUnavailable, OutOfMemory, StudioError, UnknownVoice
 from core.logs import request_id
 from core.rvc.convert import DEFAULT_RVC_PROFILE, RVCRequest
-from core.rvc.convert.models import UnknownRVCModel
+from core.rvc.models import UnknownRVCModel
 from core.tts import TTSRequest, TTSService
 from core.voices import VoiceLibrary
 from core.xtts.engine import PAUSE_SECONDS

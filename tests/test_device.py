@@ -12,8 +12,8 @@ import torch
 from core.device import DeviceScheduler, ModelRegistry, Placement
 from core.outputs import OutputStore
 from core.rvc.convert import RVCRequest, RVCService
-from core.rvc.convert.models import RVCLibrary
-from core.rvc.convert.support import SupportFiles
+from core.rvc.models import RVCLibrary
+from core.rvc.support import SupportFiles
 from core.tts import TTSRequest, TTSService
 from core.xtts.checkpoint_io import read_state_dict
 from core.xtts.engine import VoiceSpec, XTTSEngine

@@ -21,8 +21,8 @@ import torch
 from core.errors import InvalidInput, ModelUnavailable
 from core.outputs import OutputStore
 from core.rvc.convert import RVC_PROFILES, RVCRequest, RVCService, resolve_rvc_params
-from core.rvc.convert.models import RVCLibrary, UnknownRVCModel, clean_model_name
-from core.rvc.convert.support import SupportFiles
+from core.rvc.models import RVCLibrary, UnknownRVCModel, clean_model_name
+from core.rvc.support import SupportFiles
 from core.tts import TTSRequest, TTSService
 from tests.conftest import free_port, speak
 

@@ -33,8 +33,8 @@ from core.device import DeviceScheduler
 from core.errors import InvalidInput, OutOfMemory
 from core.model_files import ProgressCallback
 from core.outputs import OutputRecord, OutputStore
-from core.rvc.convert.models import RVCLibrary, RVCModelInfo
-from core.rvc.convert.support import SupportFiles, files_for
+from core.rvc.models import RVCLibrary, RVCModelInfo
+from core.rvc.support import SupportFiles, files_for
 from core.xtts.profiles import checked_number
 
 log = logging.getLogger(__name__)
