@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -95,6 +97,67 @@ def ui_errors(fn: F) -> F:
             raise _as_ui_error(exc) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def form_handler(form_cls: type, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(form, *rest)`` as the function Gradio calls with one argument per field of the dataclass ``form_cls``.
+
+    Gradio reads an endpoint's parameter names, order and ``None`` defaults from its handler's
+    signature; the one built here is the form's fields (names, defaults, types) followed by
+    ``fn``'s own parameters after the form (``request``, ``progress``), so the API stays
+    what it would be with the fields spelt out. A generator ``fn`` stays a generator.
+    """
+    hints = typing.get_type_hints(form_cls)
+    own = list(inspect.signature(fn).parameters.values())[1:]
+    fields = [f for f in dataclasses.fields(form_cls) if f.init]
+    parameters = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+            annotation=hints[f.name],
+        )
+        for f in fields
+    ]
+    signature = inspect.Signature([*parameters, *own], return_annotation=inspect.signature(fn).return_annotation)
+    names = [f.name for f in fields]
+
+    def split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        return form_cls(**{name: values.pop(name) for name in names}), values
+
+    if inspect.isgeneratorfunction(fn):
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            form, rest = split(args, kwargs)
+            yield from fn(form, **rest)
+
+    else:
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            form, rest = split(args, kwargs)
+            return fn(form, **rest)
+
+    handler.__name__ = handler.__qualname__ = getattr(fn, "__name__", "handler")
+    handler.__doc__ = fn.__doc__
+    handler.__signature__ = signature  # type: ignore[attr-defined]
+    handler.__annotations__ = {
+        **{f.name: hints[f.name] for f in fields},
+        **typing.get_type_hints(fn),
+    }
+    handler.__annotations__.pop(next(iter(inspect.signature(fn).parameters)), None)
+    return handler
+
+
+def form_inputs(form_cls: type, widgets: Mapping[str, Any]) -> list[Any]:
+    """The widgets in the order of ``form_cls``'s fields, one for each field and no other."""
+    names = [f.name for f in dataclasses.fields(form_cls) if f.init]
+    if set(widgets) != set(names):
+        missing, extra = sorted(set(names) - set(widgets)), sorted(set(widgets) - set(names))
+        raise ValueError(f"{form_cls.__name__} widgets do not match its fields: missing {missing}, extra {extra}")
+    return [widgets[name] for name in names]
 
 
 def progress_callback(progress: gr.Progress) -> ProgressCallback:

@@ -14,7 +14,8 @@ from core.fs import child, resolve_inside
 from core.xtts import languages
 from tabs.common import ranged_number, ui_errors
 from train.config import PRESETS, TrainingConfig, preset
-from train.dataset import DatasetBuilder, read_metadata
+from train.coqui_csv import read_metadata
+from train.dataset import DatasetBuilder
 from train.runner import TrainingRunner
 from train.tensorboard import TensorBoard
 
