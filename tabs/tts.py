@@ -286,25 +286,27 @@ def build(
     private = {"api_visibility": "private"}
     gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
     history_views = [history, history_paths]
+    # one function object per handler, so its events share one queue group as before
+    refresh, list_history, refresh_rvc = handlers.refresh, handlers.list_history, handlers.refresh_rvc
 
     rvc["rvc_profile"].change(rvc_profile_values, rvc["rvc_profile"], rvc_params, queue=False, **private)
-    demo.load(handlers.refresh_rvc, rvc["rvc_model"], rvc["rvc_model"], **private)
+    demo.load(refresh_rvc, rvc["rvc_model"], rvc["rvc_model"], **private)
     if rvc_changed is not None:
-        rvc_changed.change(handlers.refresh_rvc, rvc["rvc_model"], rvc["rvc_model"], **private)
+        rvc_changed.change(refresh_rvc, rvc["rvc_model"], rvc["rvc_model"], **private)
     text.change(lambda t: _counter(t, limit), text, counter, queue=False, **private)
     profile.change(apply_profile, profile, sliders, queue=False, **private)
-    refresh_voices.click(handlers.refresh, voice, [status, voice], **private)
-    library_changed.change(handlers.refresh, voice, [status, voice], **private)
+    refresh_voices.click(refresh, voice, [status, voice], **private)
+    library_changed.change(refresh, voice, [status, voice], **private)
     gr.api(handlers.model_status, api_name="model_status")
     synthesize = ui_errors(form_handler(SpeechForm, handlers.synthesize))
     generating = generate.click(synthesize, inputs, audio, api_name="synthesize", **gpu)
-    generating.then(handlers.list_history, None, history_views, **private)
+    generating.then(list_history, None, history_views, **private)
     synthesize_stream = ui_errors(form_handler(SpeechForm, handlers.synthesize_stream))
     streaming = stream.click(synthesize_stream, inputs, [live, audio], api_name="synthesize_stream", **gpu)
-    streaming.then(handlers.list_history, None, history_views, **private)
+    streaming.then(list_history, None, history_views, **private)
     stop.click(handlers.switches.stop, None, None, cancels=[generating, streaming], api_name="stop_tts", queue=False)
     load_model.click(ui_errors(handlers.load), None, [status, voice], api_name="load_model", **gpu)
-    refresh_history.click(handlers.list_history, None, history_views, api_name="tts_history")
+    refresh_history.click(list_history, None, history_views, api_name="tts_history")
     history.select(ui_errors(handlers.pick_history), history_paths, [replay, download], **private)
-    demo.load(handlers.refresh, voice, [status, voice], **private)
-    demo.load(handlers.list_history, None, history_views, **private)
+    demo.load(refresh, voice, [status, voice], **private)
+    demo.load(list_history, None, history_views, **private)
