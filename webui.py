@@ -180,8 +180,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 rvc_tab.build(demo, studio.rvc, studio.tts, rvc_changed, studio.tracker)
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab.build(
-                    demo, studio.datasets, studio.settings.whisper_model, source_roots=studio.settings.readable_roots
-                )
+                    demo, studio.datasets, studio.tracker, studio.settings.whisper_model,
+                    source_roots=studio.settings.readable_roots,
+                )  # fmt: skip
             with gr.Tab("Training", id="training"):
                 training_tab.build(
                     demo, studio.training, studio.datasets, studio.tensorboard, default_base=studio.engine.model_dir,

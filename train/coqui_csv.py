@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import soundfile as sf
+
 from core import fs
 from core.errors import InvalidInput
 
@@ -79,3 +81,11 @@ def write_metadata(target: Path, train: Sequence[MetadataRow], evaluation: Seque
 def read_splits(target: Path) -> dict[str, list[dict[str, str]]]:
     """The rows of each split whose file exists, by split name (``train``, ``eval``)."""
     return {split: read_metadata(target / name) for split, name in SPLITS.items() if (target / name).is_file()}
+
+
+def split_size(target: Path, split: str = "train") -> tuple[int, float]:
+    """How many clips one split lists, and the minutes of those of them whose WAV is there (0, 0.0 without a file)."""
+    path = target / SPLITS[split]
+    rows = read_metadata(path) if path.is_file() else []
+    wavs = [target / row["audio_file"] for row in rows]
+    return len(rows), sum(sf.info(wav).duration for wav in wavs if wav.is_file()) / 60

@@ -130,6 +130,15 @@ class DatasetBuilder:
     def folder_for(self, name: str) -> Path:
         return self.root / voice_id(clean_name(name, noun="dataset"))
 
+    def existing(self, name: str) -> Path:
+        """The folder of the dataset called ``name`` (one path component under the root), which must exist."""
+        if not name:
+            raise InvalidInput("Pick or build a dataset first.")
+        path = fs.child(self.root, name, what="dataset name")
+        if not path.is_dir():
+            raise InvalidInput(f"There is no dataset '{name}'.")
+        return path
+
     def list(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -384,6 +393,24 @@ class DatasetBuilder:
         fs.write_json(target / "report.json", payload)
         _plots(target, clips)
         return report
+
+
+def report_markdown(folder: Path) -> str:
+    """The dataset's last build report (report.json) as Markdown; empty when there is none."""
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    lines = [
+        f"**{folder.name}** · language {report['language']} · speaker `{report['speaker']}` · built {report.get('built', '')[:19]}",
+        f"- kept **{report['kept']}** clips, {report['kept_minutes']:.1f} min ({report['train']} train / {report['eval']} eval)",
+    ]
+    lines += [
+        f"- dropped for {reason.replace('_', ' ')}: {int(v['clips'])} clips, {v['minutes']:.1f} min"
+        for reason, v in report["dropped"].items()
+    ]
+    lines += [f"- skipped {s['name']}: {s['error']}" for s in report["sources"] if s.get("error")]
+    return "\n".join(lines)
 
 
 def _holds_work(target: Path) -> bool:
