@@ -189,11 +189,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                     enabled=not studio.settings.zerogpu, readable_roots=studio.settings.readable_roots,
                 )  # fmt: skip
             with gr.Tab("Checkpoints", id="checkpoints"):
-                checkpoints_tab.build(
-                    demo, studio.review, studio.blind, exports_root=studio.settings.exports_dir / "models",
+                checkpoints_tab.build(demo, checkpoints_tab.CheckpointHandlers(
+                    studio.review, studio.blind, studio.tracker, exports_root=studio.settings.exports_dir / "models",
                     imported_root=studio.settings.finetuned_dir, voices=studio.tts.voices,
                     readable_roots=studio.settings.readable_roots, served_roots=studio.settings.served_roots,
-                )  # fmt: skip
+                ))  # fmt: skip
     return demo
 
 
