@@ -185,7 +185,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 )  # fmt: skip
             with gr.Tab("Training", id="training"):
                 training_tab.build(
-                    demo, studio.training, studio.datasets, studio.tensorboard, default_base=studio.engine.model_dir,
+                    demo, studio.training, studio.datasets, studio.tensorboard, studio.tracker,
+                    default_base=studio.engine.model_dir,
                     enabled=not studio.settings.zerogpu, readable_roots=studio.settings.readable_roots,
                 )  # fmt: skip
             with gr.Tab("Checkpoints", id="checkpoints"):

@@ -139,6 +139,14 @@ class DatasetBuilder:
             raise InvalidInput(f"There is no dataset '{name}'.")
         return path
 
+    def training_folder(self, value: str, roots: Sequence[Path]) -> Path:
+        """A dataset to train on: one of this builder's by name, or a typed Coqui-format folder inside ``roots``."""
+        if not value:
+            raise InvalidInput("Pick a dataset (or type the path of a folder in Coqui's format).")
+        if value in self.list():
+            return fs.child(self.root, value, what="dataset name", kind="dir", roots=roots)
+        return fs.resolve_inside(value, roots, what="dataset folder", base=self.root, kind="dir")
+
     def list(self) -> list[str]:
         if not self.root.is_dir():
             return []
