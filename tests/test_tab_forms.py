@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -10,10 +13,15 @@ from typing import Any
 
 import gradio as gr
 import pytest
+import soundfile as sf
 from gradio import helpers
 from gradio import utils as gradio_utils
 
 import webui
+from core.audio import XTTS_REFERENCE_RATE
+from core.errors import InvalidInput
+from core.fs import UnsafePath
+from core.reference import PREPARED_TTL_S, check_clips, save_prepared
 from core.settings import parse_settings
 from tabs.checkpoints import CheckpointHandlers
 from tabs.common import form_handler, form_inputs, ui_errors
@@ -24,6 +32,10 @@ from tabs.tts import SpeechForm, SpeechHandlers
 from tabs.voices import CloneForm, VoiceHandlers
 from tests.conftest import speak
 from tests.test_training import make_dataset
+from train.config import TrainingConfig, preset, preset_for_dataset
+from train.coqui_csv import split_size
+from train.dataset import DatasetBuilder, report_markdown
+from train.model_import import import_source
 
 SPEECH_PARAMETERS = [
     "text",
@@ -276,3 +288,80 @@ def test_a_ui_gpu_event_holds_a_place_in_the_gate_while_it_runs(studio: webui.St
     samples = studio.tracker.metrics.requests.collect()[0].samples
     for route in ("ui_clone", "ui_stream"):
         assert any(s.labels["route"] == route and s.labels["status"] == "ok" and s.value == 1 for s in samples)
+
+
+# ---- logic that left the tabs, tested where it lives now -----------------------------------------------------
+def test_a_preset_is_sized_to_the_datasets_training_split(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "set", eval_count=2)
+    clips, minutes = split_size(dataset)
+    assert clips == 8 and 0 < minutes < 1
+    assert split_size(dataset, "eval")[0] == 2 and split_size(tmp_path) == (0, 0.0)
+    filled = preset_for_dataset("standard", dataset, epochs=3, batch_size=1)
+    base = TrainingConfig(dataset=str(dataset), base_model="", epochs=3, batch_size=1)
+    assert filled == preset("standard", base, train_clips=8, minutes=minutes)
+    with pytest.raises(InvalidInput, match="Unknown preset 'huge'"):
+        preset_for_dataset("huge", dataset, epochs=3, batch_size=1)
+
+
+def test_datasets_are_found_by_name_or_as_a_folder_inside_the_roots(tmp_path: Path) -> None:
+    builder = DatasetBuilder(tmp_path / "datasets")
+    named = make_dataset(builder.root / "named", ["Hello there friend.", "The sun is warm."], 1)
+    outside = make_dataset(tmp_path / "elsewhere", ["Hello there friend.", "The sun is warm."], 1)
+    assert builder.existing("named") == named
+    with pytest.raises(InvalidInput, match="Pick or build a dataset first"):
+        builder.existing("")
+    with pytest.raises(InvalidInput, match="There is no dataset 'other'"):
+        builder.existing("other")
+    with pytest.raises(UnsafePath):
+        builder.existing("../elsewhere")
+    roots = [builder.root]
+    assert builder.training_folder("named", roots) == named
+    assert builder.training_folder(str(named), roots) == named.resolve()
+    with pytest.raises(UnsafePath, match="dataset folder"):
+        builder.training_folder(str(outside), roots)
+    assert builder.training_folder(str(outside), [builder.root, tmp_path]) == outside.resolve()
+    with pytest.raises(InvalidInput, match="Pick a dataset"):
+        builder.training_folder("", roots)
+
+
+def test_the_report_summary_lists_kept_dropped_and_skipped(tmp_path: Path) -> None:
+    assert report_markdown(tmp_path) == ""
+    report = {
+        "language": "en", "speaker": "ann", "built": "2026-01-02T03:04:05+0000", "kept": 12, "kept_minutes": 1.5,
+        "train": 11, "eval": 1, "dropped": {"low_snr": {"clips": 2, "minutes": 0.25}},
+        "sources": [{"name": "a.wav"}, {"name": "b.mp3", "error": "no speech was found in it"}],
+    }  # fmt: skip
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert report_markdown(tmp_path).splitlines() == [
+        f"**{tmp_path.name}** · language en · speaker `ann` · built 2026-01-02T03:04:05",
+        "- kept **12** clips, 1.5 min (11 train / 1 eval)",
+        "- dropped for low snr: 2 clips, 0.2 min",
+        "- skipped b.mp3: no speech was found in it",
+    ]
+
+
+def test_prepared_clips_are_saved_for_listening_and_old_checks_tidied(tmp_path: Path) -> None:
+    good = speak("The quick brown fox jumps over the lazy dog, near the bank of the river.", tmp_path / "good.wav")
+    short = speak("Hi.", tmp_path / "short.wav")
+    root = tmp_path / "voice-check"
+    stale = root / "old"
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - PREPARED_TTL_S - 5,) * 2)
+    checked = check_clips([good, short])
+    assert checked[0].verdict == "ok" and "too short" in checked[1].verdict and "short.wav" not in checked[1].verdict
+    saved = save_prepared(checked, root)
+    assert saved[1] is None and saved[0] is not None and saved[0].parent.parent == root
+    audio, rate = sf.read(saved[0])
+    assert rate == XTTS_REFERENCE_RATE and len(audio) == len(checked[0].prepared)
+    assert not stale.exists()
+
+
+def test_a_model_to_import_is_an_upload_or_a_folder_inside_the_roots(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "mine"
+    folder.mkdir(parents=True)
+    assert import_source("/uploads/model.zip", "ignored", [tmp_path]) == Path("/uploads/model.zip")
+    assert import_source(None, str(folder), [tmp_path / "models"]) == folder.resolve()
+    with pytest.raises(UnsafePath, match="model folder"):
+        import_source(None, str(folder), [tmp_path / "elsewhere"])
+    with pytest.raises(InvalidInput, match="Upload a zip or type the path of a model folder"):
+        import_source(None, "  ", [tmp_path])
