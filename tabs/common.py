@@ -108,7 +108,8 @@ def form_handler(form_cls: type, fn: Callable[..., Any]) -> Callable[..., Any]:
     what it would be with the fields spelt out. A generator ``fn`` stays a generator.
     """
     hints = typing.get_type_hints(form_cls)
-    own = list(inspect.signature(fn).parameters.values())[1:]
+    own = inspect.signature(fn)
+    form_parameter, *rest = own.parameters.values()
     fields = [f for f in dataclasses.fields(form_cls) if f.init]
     parameters = [
         inspect.Parameter(
@@ -119,7 +120,7 @@ def form_handler(form_cls: type, fn: Callable[..., Any]) -> Callable[..., Any]:
         )
         for f in fields
     ]
-    signature = inspect.Signature([*parameters, *own], return_annotation=inspect.signature(fn).return_annotation)
+    signature = inspect.Signature([*parameters, *rest], return_annotation=own.return_annotation)
     names = [f.name for f in fields]
 
     def split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -143,11 +144,9 @@ def form_handler(form_cls: type, fn: Callable[..., Any]) -> Callable[..., Any]:
     handler.__name__ = handler.__qualname__ = getattr(fn, "__name__", "handler")
     handler.__doc__ = fn.__doc__
     handler.__signature__ = signature  # type: ignore[attr-defined]
-    handler.__annotations__ = {
-        **{f.name: hints[f.name] for f in fields},
-        **typing.get_type_hints(fn),
-    }
-    handler.__annotations__.pop(next(iter(inspect.signature(fn).parameters)), None)
+    own_hints = typing.get_type_hints(fn)
+    own_hints.pop(form_parameter.name, None)
+    handler.__annotations__ = {**{f.name: hints[f.name] for f in fields}, **own_hints}
     return handler
 
 
