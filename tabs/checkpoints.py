@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import gradio as gr
 
 from core.errors import InvalidInput
 from core.fs import is_inside
-from serve.metrics import RequestTracker
+from serve.metrics import RequestTracker, Ticket
 from tabs.common import GPU, progress_callback, ranged_number, ui_errors
 from train import checkpoint_export
 from train.blind_test import BlindTests
@@ -62,7 +63,7 @@ class CheckpointHandlers:
         self.exports_root, self.imported_root = exports_root, imported_root
         self.readable_roots, self.served_roots = tuple(readable_roots), tuple(served_roots)
 
-    def _gpu(self, route: str) -> Any:
+    def _gpu(self, route: str) -> AbstractContextManager[Ticket]:
         return self.tracker.track(route, "checkpoint")
 
     def list_checkpoints(self, run: str | None = None) -> list[dict[str, Any]]:
@@ -113,14 +114,14 @@ class CheckpointHandlers:
 
     def render_samples(self, checkpoint: str, voice: str | None = None, progress: gr.Progress = gr.Progress()) -> str:
         """Render the checkpoint's test sentences (and the base model's) when missing; returns the checkpoint."""
-        with self._gpu("ui_render_samples"):
-            self.review.render_samples(checkpoint, voice=voice or None, progress=progress_callback(progress))
+        with self._gpu("ui_render_samples") as ticket:
+            self.review.render_samples(checkpoint, voice=voice or None, progress=progress_callback(progress, ticket))
         return checkpoint
 
     def score_checkpoint(self, checkpoint: str, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
         """Speaker similarity, WER/CER and length against the base for the checkpoint's samples (stored)."""
-        with self._gpu("ui_score_checkpoint"):
-            return self.review.score(checkpoint, progress=progress_callback(progress))
+        with self._gpu("ui_score_checkpoint") as ticket:
+            return self.review.score(checkpoint, progress=progress_callback(progress, ticket))
 
     def load_checkpoint(self, checkpoint: str) -> str:
         """Make the checkpoint (or 'base') the model every tab uses."""

@@ -17,6 +17,7 @@ import gradio as gr
 from core.errors import StudioError
 from core.model_files import ProgressCallback
 from core.rvc.convert import DEFAULT_RVC_PROFILE, F0_METHODS, RANGES, RVC_PROFILES
+from serve.metrics import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,16 @@ def form_inputs(form_cls: type, widgets: Mapping[str, Any]) -> list[Any]:
     return [widgets[name] for name in names]
 
 
-def progress_callback(progress: gr.Progress) -> ProgressCallback:
-    """Adapt ``gr.Progress`` to the plain callback core functions take."""
+def progress_callback(progress: gr.Progress, ticket: Ticket | None = None) -> ProgressCallback:
+    """Adapt ``gr.Progress`` to the plain callback core functions take.
+
+    With the admission ``ticket`` of the work, each report also tells the gate the work is moving,
+    so a long build or render is not taken for a stalled queue (/health).
+    """
 
     def report(fraction: float, message: str) -> None:
+        if ticket is not None:
+            ticket.progressed()
         progress(min(max(fraction, 0.0), 1.0), desc=message)
 
     return report

@@ -72,10 +72,10 @@ class DatasetHandlers:
             if (form.folder or "").strip()
             else None
         )
-        with self.tracker.track("ui_build_dataset", "dataset"), self.switches.armed(request) as should_stop:
+        with self.tracker.track("ui_build_dataset", "dataset") as ticket, self.switches.armed(request) as should_stop:
             report = self.datasets.build(
                 options, urls=parse_urls(form.urls), files=uploaded(form.files), folder=folder,
-                cookies=Path(form.cookies) if form.cookies else None, progress=progress_callback(progress),
+                cookies=Path(form.cookies) if form.cookies else None, progress=progress_callback(progress, ticket),
                 should_stop=should_stop,
             )  # fmt: skip
         gr.Info(report.summary().splitlines()[0])

@@ -75,7 +75,9 @@ class RVCHandlers:
         """Convert `audio` into the voice of RVC `model`; returns the original and the converted WAV (saved in outputs/rvc)."""
         request = form.request()
         with self.tracker.track("ui_convert_voice", "rvc") as ticket:
-            conversion, record = self.service.convert_file(Path(form.audio or ""), request, progress_callback(progress))
+            conversion, record = self.service.convert_file(
+                Path(form.audio or ""), request, progress_callback(progress, ticket)
+            )
             ticket.audio_seconds = float(record.meta["duration_s"])
         gr.Info(f"{record.meta['duration_s']:.1f} s converted in {conversion.seconds:.1f} s.")
         return form.audio, str(record.wav)

@@ -13,7 +13,7 @@ from core.errors import InvalidInput
 from core.fs import resolve_inside
 from core.xtts import languages
 from serve.metrics import RequestTracker
-from tabs.common import form_handler, form_inputs, ranged_number, ui_errors
+from tabs.common import form_handler, form_inputs, progress_callback, ranged_number, ui_errors
 from train.config import PRESETS, TrainingConfig, preset_for_dataset
 from train.dataset import DatasetBuilder
 from train.runner import TrainingRunner
@@ -108,8 +108,8 @@ class TrainingHandlers:
     def start_training(self, form: TrainingForm, progress: gr.Progress = gr.Progress()) -> str:
         """Check everything and start a fine-tuning run in the background; returns the run id."""
         config = self.config(form)
-        with self.tracker.track("ui_start_training", "training"):
-            started = self.runner.start(config, progress=lambda f, m: progress(f, desc=m))
+        with self.tracker.track("ui_start_training", "training") as ticket:
+            started = self.runner.start(config, progress=progress_callback(progress, ticket))
         gr.Info(f"Training {started} started.")
         return started
 

@@ -115,7 +115,7 @@ class SpeechHandlers:
             self.tracker.track("ui_synthesize", tts_request.profile) as ticket,
             self.switches.armed(request) as should_stop,
         ):
-            result = self.service.synthesize(tts_request, progress_callback(progress), should_stop)
+            result = self.service.synthesize(tts_request, progress_callback(progress, ticket), should_stop)
             ticket.audio_seconds = float(result.record.meta["duration_s"])
         if result.warning:
             gr.Warning(result.warning)
@@ -135,7 +135,7 @@ class SpeechHandlers:
             self.tracker.track("ui_stream", tts_request.profile) as ticket,
             self.switches.armed(request) as should_stop,
         ):
-            for piece in self.service.stream(tts_request, progress_callback(progress), should_stop):
+            for piece in self.service.stream(tts_request, progress_callback(progress, ticket), should_stop):
                 if piece.audio is not None:
                     ticket.audio_seconds += len(piece.audio) / XTTS_OUTPUT_RATE
                     pcm = (np.clip(piece.audio, -1.0, 1.0) * 32767).astype(np.int16)
@@ -157,7 +157,8 @@ class SpeechHandlers:
         return path, path
 
     def load(self, progress: gr.Progress = gr.Progress()) -> tuple[str, gr.Dropdown]:
-        self.service.engine.ensure_loaded(progress_callback(progress))
+        with self.tracker.track("ui_load_model", "model") as ticket:
+            self.service.engine.ensure_loaded(progress_callback(progress, ticket))
         return self.refresh()
 
     def refresh(self, current: str | None = None) -> tuple[str, gr.Dropdown]:

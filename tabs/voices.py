@@ -99,10 +99,10 @@ class VoiceHandlers:
 
     def clone_voice(self, form: CloneForm, progress: gr.Progress = gr.Progress()) -> tuple[dict[str, Any], str | None]:
         """Clone a voice from reference clips; returns its record and the preview WAV."""
-        with self.tracker.track("ui_clone", "balanced"):
+        with self.tracker.track("ui_clone", "balanced") as ticket:
             voice = self.library.create(
                 form.name, _paths(form.clips, form.recording), engine=self.engine, language=form.language,
-                description=form.description, progress=progress_callback(progress),
+                description=form.description, progress=progress_callback(progress, ticket),
             )  # fmt: skip
         gr.Info(f"Voice '{voice.name}' saved. It is now in the Text to speech tab's voice list.")
         return voice.to_dict(), str(voice.preview) if voice.preview else None

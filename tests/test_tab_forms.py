@@ -24,7 +24,7 @@ from core.fs import UnsafePath
 from core.reference import PREPARED_TTL_S, check_clips, save_prepared
 from core.settings import parse_settings
 from tabs.checkpoints import CheckpointHandlers
-from tabs.common import form_handler, form_inputs, ui_errors
+from tabs.common import form_handler, form_inputs, progress_callback, ui_errors
 from tabs.dataset import BuildForm, DatasetHandlers
 from tabs.rvc import ConversionForm, RVCHandlers
 from tabs.training import TrainingForm, TrainingHandlers
@@ -223,6 +223,7 @@ def gpu_events(studio: webui.Studio, dataset: Path) -> dict[str, Callable[[], An
     return {
         "ui_synthesize": lambda: ui_errors(form_handler(SpeechForm, tts.synthesize))("Hello.", progress=progress),
         "ui_stream": lambda: list(ui_errors(form_handler(SpeechForm, tts.synthesize_stream))("Hello.")),
+        "ui_load_model": lambda: ui_errors(tts.load)(progress),
         "ui_clone": lambda: ui_errors(form_handler(CloneForm, voices.clone_voice))("V", [str(dataset / "a.wav")]),
         "ui_add_voice_clips": lambda: ui_errors(voices.add_voice_clips)("V", [str(dataset / "a.wav")], progress),
         "ui_remove_voice_clip": lambda: ui_errors(voices.remove_voice_clip)("V", "clips/02.wav"),
@@ -264,7 +265,7 @@ def test_a_full_gate_refuses_every_ui_gpu_event_with_the_queues_message(studio: 
     finally:
         for _ in range(gate.capacity):
             gate.leave()
-    assert gate.depth == 0 and len(events) == 16
+    assert gate.depth == 0 and len(events) == 17
 
 
 def test_a_ui_gpu_event_holds_a_place_in_the_gate_while_it_runs(studio: webui.Studio, tmp_path: Path) -> None:
@@ -365,3 +366,15 @@ def test_a_model_to_import_is_an_upload_or_a_folder_inside_the_roots(tmp_path: P
         import_source(None, str(folder), [tmp_path / "elsewhere"])
     with pytest.raises(InvalidInput, match="Upload a zip or type the path of a model folder"):
         import_source(None, "  ", [tmp_path])
+
+
+def test_progress_of_admitted_ui_work_tells_the_gate_it_is_moving(studio: webui.Studio) -> None:
+    """A long build reports progress, so /health does not take it for a stalled queue."""
+    gate = studio.scheduler.gate
+    reported: list[tuple[float, str | None]] = []
+    with studio.tracker.track("ui_build_dataset", "dataset") as ticket:
+        time.sleep(0.3)
+        assert gate.stalled_s() >= 0.3
+        progress_callback(lambda fraction, desc=None: reported.append((fraction, desc)), ticket)(1.5, "Writing")
+        assert gate.stalled_s() < 0.3
+    assert reported == [(1.0, "Writing")] and gate.stalled_s() == 0.0
