@@ -189,19 +189,21 @@ def build_app(studio: Studio) -> gr.Blocks:
                 rvc_tab.build(demo, studio.rvc, studio.tts, rvc_changed, studio.tracker)
             with gr.Tab("Dataset", id="dataset"):
                 dataset_tab.build(
-                    demo, studio.datasets, studio.settings.whisper_model, source_roots=studio.settings.readable_roots
-                )
+                    demo, studio.datasets, studio.tracker, studio.settings.whisper_model,
+                    source_roots=studio.settings.readable_roots,
+                )  # fmt: skip
             with gr.Tab("Training", id="training"):
                 training_tab.build(
-                    demo, studio.training, studio.datasets, studio.tensorboard, default_base=studio.engine.model_dir,
+                    demo, studio.training, studio.datasets, studio.tensorboard, studio.tracker,
+                    default_base=studio.engine.model_dir,
                     enabled=not studio.settings.zerogpu, readable_roots=studio.settings.readable_roots,
                 )  # fmt: skip
             with gr.Tab("Checkpoints", id="checkpoints"):
-                checkpoints_tab.build(
-                    demo, studio.review, studio.blind, exports_root=studio.settings.exports_dir / "models",
+                checkpoints_tab.build(demo, checkpoints_tab.CheckpointHandlers(
+                    studio.review, studio.blind, studio.tracker, exports_root=studio.settings.exports_dir / "models",
                     imported_root=studio.settings.finetuned_dir, voices=studio.tts.voices,
                     readable_roots=studio.settings.readable_roots, served_roots=studio.settings.served_roots,
-                )  # fmt: skip
+                ))  # fmt: skip
     return demo
 
 

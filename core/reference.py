@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from core import fs
 from core.audio import XTTS_REFERENCE_RATE, ClipStats, analyse, decode, prepare_reference
 from core.constants import SPEECH_MODEL_RATE
 from core.errors import InvalidInput
+from core.outputs import wav_bytes
 
 MIN_SPEECH_S = 3.0
 MIN_CLIP_S = 1.0
@@ -19,6 +24,7 @@ MAX_TOTAL_S = 300.0
 MIN_SAMPLE_RATE = SPEECH_MODEL_RATE
 MAX_SILENCE_RATIO = 0.8
 MAX_CLIPPED_RATIO = 0.001
+PREPARED_TTL_S = 3600.0  # how long prepared clips of a check stay for listening
 
 
 @dataclass
@@ -37,6 +43,11 @@ class CheckedClip:
     @property
     def prepared_seconds(self) -> float:
         return 0.0 if self.prepared is None else len(self.prepared) / XTTS_REFERENCE_RATE
+
+    @property
+    def verdict(self) -> str:
+        """``ok``, or the problems without the clip's name in front."""
+        return "ok" if self.ok else "; ".join(p.split(": ", 1)[-1] for p in self.problems)
 
 
 def check_clip(path: Path, *, display_name: str | None = None) -> CheckedClip:
@@ -102,3 +113,22 @@ def require_usable(clips: Sequence[CheckedClip]) -> None:
         problems.append(f"Too long: {total / 60:.1f} minutes in total; at most {MAX_TOTAL_S / 60:.0f} minutes.")
     if problems:
         raise InvalidInput("The reference audio cannot be used:\n- " + "\n- ".join(problems))
+
+
+def save_prepared(clips: Sequence[CheckedClip], root: Path, *, ttl_s: float = PREPARED_TTL_S) -> list[Path | None]:
+    """Write each clip's prepared audio (``None`` where there is none) into a fresh folder under ``root``.
+
+    They are for listening beside the originals, so folders older than ``ttl_s`` are removed first.
+    """
+    if root.is_dir():
+        for old in root.iterdir():
+            if time.time() - old.stat().st_mtime > ttl_s:
+                shutil.rmtree(old, ignore_errors=True)
+    folder = root / secrets.token_hex(4)
+    saved: list[Path | None] = []
+    for index, clip in enumerate(clips):
+        if clip.prepared is None:
+            saved.append(None)
+            continue
+        saved.append(fs.write_bytes(folder / f"{index + 1:02d}.wav", wav_bytes(clip.prepared, XTTS_REFERENCE_RATE)))
+    return saved

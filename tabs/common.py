@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -15,6 +17,7 @@ import gradio as gr
 from core.errors import StudioError
 from core.model_files import ProgressCallback
 from core.rvc.convert import DEFAULT_RVC_PROFILE, F0_METHODS, RANGES, RVC_PROFILES
+from serve.metrics import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +100,76 @@ def ui_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def progress_callback(progress: gr.Progress) -> ProgressCallback:
-    """Adapt ``gr.Progress`` to the plain callback core functions take."""
+def form_handler(form_cls: type, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(form, *rest)`` as the function Gradio calls with one argument per field of the dataclass ``form_cls``.
+
+    Gradio reads an endpoint's parameter names, order and ``None`` defaults from its handler's
+    signature; the one built here is the form's fields (names, defaults, types) followed by
+    ``fn``'s own parameters after the form (``request``, ``progress``), so the API stays
+    what it would be with the fields spelt out. A generator ``fn`` stays a generator.
+    """
+    hints = typing.get_type_hints(form_cls)
+    own = inspect.signature(fn)
+    form_parameter, *rest = own.parameters.values()
+    fields = [f for f in dataclasses.fields(form_cls) if f.init]
+    parameters = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+            annotation=hints[f.name],
+        )
+        for f in fields
+    ]
+    signature = inspect.Signature([*parameters, *rest], return_annotation=own.return_annotation)
+    names = [f.name for f in fields]
+
+    def split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        return form_cls(**{name: values.pop(name) for name in names}), values
+
+    if inspect.isgeneratorfunction(fn):
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            form, rest = split(args, kwargs)
+            yield from fn(form, **rest)
+
+    else:
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            form, rest = split(args, kwargs)
+            return fn(form, **rest)
+
+    handler.__name__ = handler.__qualname__ = getattr(fn, "__name__", "handler")
+    handler.__doc__ = fn.__doc__
+    handler.__signature__ = signature  # type: ignore[attr-defined]
+    own_hints = typing.get_type_hints(fn)
+    own_hints.pop(form_parameter.name, None)
+    handler.__annotations__ = {**{f.name: hints[f.name] for f in fields}, **own_hints}
+    return handler
+
+
+def form_inputs(form_cls: type, widgets: Mapping[str, Any]) -> list[Any]:
+    """The widgets in the order of ``form_cls``'s fields, one for each field and no other."""
+    names = [f.name for f in dataclasses.fields(form_cls) if f.init]
+    if set(widgets) != set(names):
+        missing, extra = sorted(set(names) - set(widgets)), sorted(set(widgets) - set(names))
+        raise ValueError(f"{form_cls.__name__} widgets do not match its fields: missing {missing}, extra {extra}")
+    return [widgets[name] for name in names]
+
+
+def progress_callback(progress: gr.Progress, ticket: Ticket | None = None) -> ProgressCallback:
+    """Adapt ``gr.Progress`` to the plain callback core functions take.
+
+    With the admission ``ticket`` of the work, each report also tells the gate the work is moving,
+    so a long build or render is not taken for a stalled queue (/health).
+    """
 
     def report(fraction: float, message: str) -> None:
+        if ticket is not None:
+            ticket.progressed()
         progress(min(max(fraction, 0.0), 1.0), desc=message)
 
     return report

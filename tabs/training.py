@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import soundfile as sf
 
 from core.errors import InvalidInput
-from core.fs import child, resolve_inside
+from core.fs import resolve_inside
 from core.xtts import languages
-from tabs.common import ranged_number, ui_errors
-from train.config import PRESETS, TrainingConfig, preset
-from train.dataset import DatasetBuilder, read_metadata
+from serve.metrics import RequestTracker
+from tabs.common import form_handler, form_inputs, progress_callback, ranged_number, ui_errors
+from train.config import PRESETS, TrainingConfig, preset_for_dataset
+from train.dataset import DatasetBuilder
 from train.runner import TrainingRunner
-from train.tensorboard import TensorBoard
+from train.tensorboard import PAGE_LINK, TensorBoard
 
 STATUS_FIELDS = ("state", "step", "total_steps", "epoch", "elapsed_s", "eta_s", "error")
-TENSORBOARD_LINK = "tensorboard/"  # relative to the studio's page, so it works behind a reverse proxy too
-
-
-def _dataset_path(datasets: DatasetBuilder, value: str, roots: Sequence[Path]) -> Path:
-    """A dataset by name, or a typed folder in Coqui's format inside ``roots``."""
-    if not value:
-        raise InvalidInput("Pick a dataset (or type the path of a folder in Coqui's format).")
-    if value in datasets.list():
-        return child(datasets.root, value, what="dataset name", kind="dir", roots=roots)
-    return resolve_inside(value, roots, what="dataset folder", base=datasets.root, kind="dir")
 
 
 def _status_markdown(state: dict[str, Any]) -> str:
@@ -50,9 +41,163 @@ def _status_markdown(state: dict[str, Any]) -> str:
     return text
 
 
+def effective_batch(batch_size: float | None, grad_accum: float | None) -> str:
+    return f"Effective batch: {int(batch_size or 1) * int(grad_accum or 1)}"
+
+
+@dataclass(frozen=True)
+class TrainingForm:
+    """What Start training sends: the parameters of the ``start_training`` endpoint."""
+
+    dataset: str
+    base_model: str = ""  # empty: the studio's XTTS model folder
+    run_name: str = "run"
+    language: str = "en"
+    epochs: int = 10
+    batch_size: int = 2
+    grad_accum: int = 1
+    learning_rate: float = 5e-6
+    weight_decay: float = 1e-2
+    max_audio_s: float = 11.0
+    max_text_len: int = 200
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    seed: int = 1
+    test_sentences: str = ""
+    reference_clip: str = ""
+    mixed_precision: bool = False
+    gradient_checkpointing: bool = False
+
+
+class TrainingHandlers:
+    """The tab's events. Folders and files typed into it (dataset, base model, reference clip) must lie inside
+    ``roots``; starting or resuming a run (which takes the GPU) is admitted through ``tracker``."""
+
+    def __init__(
+        self, runner: TrainingRunner, datasets: DatasetBuilder, tensorboard: TensorBoard, tracker: RequestTracker,
+        *, default_base: Path, roots: Sequence[Path],
+    ) -> None:  # fmt: skip
+        self.runner, self.datasets, self.tensorboard, self.tracker = runner, datasets, tensorboard, tracker
+        self.default_base, self.roots = default_base, tuple(roots)
+        self.gpu = runner.device.startswith("cuda")
+
+    def config(self, form: TrainingForm) -> TrainingConfig:
+        roots = self.roots
+        base = (
+            resolve_inside(form.base_model, roots, what="base model folder", kind="dir")
+            if form.base_model
+            else self.default_base
+        )
+        reference = (
+            resolve_inside(form.reference_clip, roots, what="reference clip", kind="file")
+            if form.reference_clip
+            else ""
+        )
+        return TrainingConfig(
+            dataset=str(self.datasets.training_folder(form.dataset, roots)), base_model=str(base),
+            run_name=form.run_name or "run", language=form.language, epochs=int(form.epochs),
+            batch_size=int(form.batch_size), grad_accum=int(form.grad_accum), learning_rate=float(form.learning_rate),
+            weight_decay=float(form.weight_decay), max_audio_s=float(form.max_audio_s),
+            max_text_len=int(form.max_text_len), save_every=int(form.save_every),
+            keep_checkpoints=int(form.keep_checkpoints), seed=int(form.seed),
+            test_sentences=[s for s in (form.test_sentences or "").splitlines() if s.strip()],
+            reference_clip=str(reference), mixed_precision=bool(form.mixed_precision) and self.gpu,
+            gradient_checkpointing=bool(form.gradient_checkpointing) and self.gpu,
+        )  # fmt: skip
+
+    def start_training(self, form: TrainingForm, progress: gr.Progress = gr.Progress()) -> str:
+        """Check everything and start a fine-tuning run in the background; returns the run id."""
+        config = self.config(form)
+        with self.tracker.track("ui_start_training", "training") as ticket:
+            started = self.runner.start(config, progress=progress_callback(progress, ticket))
+        gr.Info(f"Training {started} started.")
+        return started
+
+    def training_status(self, run: str) -> dict[str, Any]:
+        """State, step, epoch, timings, checkpoints, samples and losses of a run."""
+        state = self.runner.status(run)
+        state["losses"] = self.runner.store.losses(self.runner.store.folder(run))
+        return state
+
+    def cancel_training(self, run: str) -> dict[str, Any]:
+        """Ask a running training to save and stop."""
+        return self.runner.cancel(run)
+
+    def resume_training(self, run: str) -> str:
+        """Continue a cancelled or failed run from its last checkpoint."""
+        with self.tracker.track("ui_resume_training", "training"):
+            return self.runner.resume(run)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run with its state and progress."""
+        return [{k: r.get(k) for k in ("run", *STATUS_FIELDS)} for r in self.runner.store.list()]
+
+    def show(self, run: str | None) -> tuple[str, str | None, str | None, str, str]:
+        if not run:
+            return "No run selected.", None, None, "", ""
+        store = self.runner.store
+        try:
+            state = self.runner.status(run)
+            folder = store.folder(run)
+        except InvalidInput as exc:
+            return str(exc), None, None, "", ""
+        plot = store.loss_plot(folder) if state.get("trainer_dir") else None
+        samples = state.get("samples", {})
+        latest_step = max(samples, key=int) if samples else None
+        latest = samples[latest_step][0] if latest_step and samples[latest_step] else None
+        label = f"Step {latest_step}: first test sentence" if latest else "No samples yet."
+        return _status_markdown(state), str(plot) if plot else None, latest, label, store.log_tail(folder)
+
+    def fill_preset(self, name: str, dataset_value: str, epochs: float, batch_size: float) -> list[Any]:
+        path = self.datasets.training_folder(dataset_value, self.roots)
+        filled = preset_for_dataset(name, path, epochs=int(epochs), batch_size=int(batch_size))
+        return [filled.epochs, filled.batch_size, filled.grad_accum]
+
+    def open_tensorboard(self) -> str:
+        """Start TensorBoard over every run (if it is not running); returns its address relative to the studio."""
+        self.tensorboard.ensure_running()
+        return PAGE_LINK
+
+    def tensorboard_link(self) -> str:
+        self.open_tensorboard()
+        return f"TensorBoard: [{PAGE_LINK}]({PAGE_LINK})"
+
+    def runs_dropdown(self, current: str | None = None) -> gr.Dropdown:
+        names = [r["run"] for r in self.runner.store.list()]
+        return gr.Dropdown(choices=names, value=current if current in names else (names[0] if names else None))
+
+    def dataset_choices(self) -> gr.Dropdown:
+        return gr.Dropdown(choices=self.datasets.list())
+
+
+def _tuning(gpu: bool) -> dict[str, gr.components.Component]:
+    """The second column of settings, by :class:`TrainingForm` field."""
+    with gr.Row():
+        learning_rate = ranged_number(label="Learning rate", value=5e-6)
+        weight_decay = ranged_number(label="Weight decay", value=1e-2)
+        seed = ranged_number(label="Seed", value=1, precision=0)
+    with gr.Row():
+        max_audio_s = ranged_number(label="Max clip seconds", value=11.0)
+        max_text_len = ranged_number(label="Max text length", value=200, precision=0)
+    with gr.Row():
+        save_every = ranged_number(label="Save every N steps (0: ~10 saves per run)", value=0, precision=0, minimum=0)
+        keep = ranged_number(label="Keep the last K checkpoints (plus the best)", value=2, precision=0, minimum=1)
+    test_sentences = gr.Textbox(label="Test sentences, one per line (empty: a default set)", lines=2, value="")
+    reference = gr.Textbox(label="Reference clip for samples (empty: the dataset's first clip)", value="", max_lines=1)
+    with gr.Row():
+        mixed = gr.Checkbox(label="Mixed precision (GPU)", value=False, interactive=gpu)
+        checkpointing = gr.Checkbox(label="Gradient checkpointing (GPU)", value=False, interactive=gpu)
+    return {
+        "learning_rate": learning_rate, "weight_decay": weight_decay, "seed": seed, "max_audio_s": max_audio_s,
+        "max_text_len": max_text_len, "save_every": save_every, "keep_checkpoints": keep,
+        "test_sentences": test_sentences, "reference_clip": reference, "mixed_precision": mixed,
+        "gradient_checkpointing": checkpointing,
+    }  # fmt: skip
+
+
 def build(
-    demo: gr.Blocks, runner: TrainingRunner, datasets: DatasetBuilder, tensorboard: TensorBoard, *,
-    default_base: Path, enabled: bool = True, readable_roots: Sequence[Path] = (),
+    demo: gr.Blocks, runner: TrainingRunner, datasets: DatasetBuilder, tensorboard: TensorBoard,
+    tracker: RequestTracker, *, default_base: Path, enabled: bool = True, readable_roots: Sequence[Path] = (),
 ) -> None:  # fmt: skip
     """Build the tab inside ``demo``'s current context and wire its events.
 
@@ -63,6 +208,7 @@ def build(
     if not enabled:
         gr.Markdown("Training is disabled on this hardware (Hugging Face ZeroGPU gives GPU time per request only).")
         return
+    handlers = TrainingHandlers(runner, datasets, tensorboard, tracker, default_base=default_base, roots=roots)
     with gr.Row():
         with gr.Column():
             dataset = gr.Dropdown(
@@ -83,28 +229,7 @@ def build(
                 grad_accum = ranged_number(label="Gradient accumulation", value=1, precision=0, minimum=1)
             effective = gr.Markdown("Effective batch: 2")
         with gr.Column():
-            with gr.Row():
-                learning_rate = ranged_number(label="Learning rate", value=5e-6)
-                weight_decay = ranged_number(label="Weight decay", value=1e-2)
-                seed = ranged_number(label="Seed", value=1, precision=0)
-            with gr.Row():
-                max_audio_s = ranged_number(label="Max clip seconds", value=11.0)
-                max_text_len = ranged_number(label="Max text length", value=200, precision=0)
-            with gr.Row():
-                save_every = ranged_number(
-                    label="Save every N steps (0: ~10 saves per run)", value=0, precision=0, minimum=0
-                )
-                keep = ranged_number(
-                    label="Keep the last K checkpoints (plus the best)", value=2, precision=0, minimum=1
-                )
-            test_sentences = gr.Textbox(label="Test sentences, one per line (empty: a default set)", lines=2, value="")
-            reference = gr.Textbox(
-                label="Reference clip for samples (empty: the dataset's first clip)", value="", max_lines=1
-            )
-            gpu = runner.device.startswith("cuda")
-            with gr.Row():
-                mixed = gr.Checkbox(label="Mixed precision (GPU)", value=False, interactive=gpu)
-                checkpointing = gr.Checkbox(label="Gradient checkpointing (GPU)", value=False, interactive=gpu)
+            tuning = _tuning(handlers.gpu)
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -122,119 +247,33 @@ def build(
     log_tail = gr.Textbox(label="Log", lines=10, max_lines=10, interactive=False, autoscroll=True)
     timer = gr.Timer(2.0)
 
-    fields = [dataset, base_model, run_name, language, epochs, batch_size, grad_accum, learning_rate, weight_decay,
-              max_audio_s, max_text_len, save_every, keep, seed, test_sentences, reference, mixed, checkpointing]  # fmt: skip
-
-    @ui_errors
-    def start_training(
-        dataset: str, base_model: str = str(default_base), run_name: str = "run", language: str = "en",
-        epochs: int = 10, batch_size: int = 2, grad_accum: int = 1, learning_rate: float = 5e-6,
-        weight_decay: float = 1e-2, max_audio_s: float = 11.0, max_text_len: int = 200, save_every: int = 0,
-        keep_checkpoints: int = 2, seed: int = 1, test_sentences: str = "", reference_clip: str = "",
-        mixed_precision: bool = False, gradient_checkpointing: bool = False, progress: gr.Progress = gr.Progress(),
-    ) -> str:  # fmt: skip
-        """Check everything and start a fine-tuning run in the background; returns the run id."""
-        base = resolve_inside(base_model, roots, what="base model folder", kind="dir") if base_model else default_base
-        reference = resolve_inside(reference_clip, roots, what="reference clip", kind="file") if reference_clip else ""
-        config = TrainingConfig(
-            dataset=str(_dataset_path(datasets, dataset, roots)), base_model=str(base),
-            run_name=run_name or "run", language=language, epochs=int(epochs), batch_size=int(batch_size),
-            grad_accum=int(grad_accum), learning_rate=float(learning_rate), weight_decay=float(weight_decay),
-            max_audio_s=float(max_audio_s), max_text_len=int(max_text_len), save_every=int(save_every),
-            keep_checkpoints=int(keep_checkpoints), seed=int(seed),
-            test_sentences=[s for s in (test_sentences or "").splitlines() if s.strip()], reference_clip=str(reference),
-            mixed_precision=bool(mixed_precision) and gpu, gradient_checkpointing=bool(gradient_checkpointing) and gpu,
-        )  # fmt: skip
-        started = runner.start(config, progress=lambda f, m: progress(f, desc=m))
-        gr.Info(f"Training {started} started.")
-        return started
-
-    @ui_errors
-    def training_status(run: str) -> dict[str, Any]:
-        """State, step, epoch, timings, checkpoints, samples and losses of a run."""
-        state = runner.status(run)
-        state["losses"] = runner.store.losses(runner.store.folder(run))
-        return state
-
-    @ui_errors
-    def cancel_training(run: str) -> dict[str, Any]:
-        """Ask a running training to save and stop."""
-        return runner.cancel(run)
-
-    @ui_errors
-    def resume_training(run: str) -> str:
-        """Continue a cancelled or failed run from its last checkpoint."""
-        return runner.resume(run)
-
-    def list_runs() -> list[dict[str, Any]]:
-        """Every run with its state and progress."""
-        return [{k: r.get(k) for k in ("run", *STATUS_FIELDS)} for r in runner.store.list()]
-
-    def show(run: str | None) -> tuple[str, str | None, str | None, str, str]:
-        if not run:
-            return "No run selected.", None, None, "", ""
-        try:
-            state = runner.status(run)
-            folder = runner.store.folder(run)
-        except InvalidInput as exc:
-            return str(exc), None, None, "", ""
-        plot = runner.store.loss_plot(folder) if state.get("trainer_dir") else None
-        samples = state.get("samples", {})
-        latest_step = max(samples, key=int) if samples else None
-        latest = samples[latest_step][0] if latest_step and samples[latest_step] else None
-        label = f"Step {latest_step}: first test sentence" if latest else "No samples yet."
-        return _status_markdown(state), str(plot) if plot else None, latest, label, runner.store.log_tail(folder)
-
-    def fill_preset(name: str, dataset_value: str, *current: Any) -> list[Any]:
-        path = _dataset_path(datasets, dataset_value, roots)
-        rows = read_metadata(path / "metadata_train.csv") if (path / "metadata_train.csv").is_file() else []
-        minutes = sum(sf.info(path / r["audio_file"]).duration for r in rows if (path / r["audio_file"]).is_file()) / 60
-        base = TrainingConfig(dataset=str(path), base_model="", epochs=int(current[0]), batch_size=int(current[1]))
-        filled = preset(name, base, train_clips=len(rows), minutes=minutes)
-        return [filled.epochs, filled.batch_size, filled.grad_accum]
-
-    @ui_errors
-    def open_tensorboard() -> str:
-        """Start TensorBoard over every run (if it is not running); returns its address relative to the studio."""
-        tensorboard.ensure_running()
-        return TENSORBOARD_LINK
-
-    def tensorboard_link() -> str:
-        open_tensorboard()
-        return f"TensorBoard: [{TENSORBOARD_LINK}]({TENSORBOARD_LINK})"
-
-    def runs_dropdown(current: str | None = None) -> gr.Dropdown:
-        names = [r["run"] for r in runner.store.list()]
-        return gr.Dropdown(choices=names, value=current if current in names else (names[0] if names else None))
-
+    fields = form_inputs(TrainingForm, {
+        "dataset": dataset, "base_model": base_model, "run_name": run_name, "language": language, "epochs": epochs,
+        "batch_size": batch_size, "grad_accum": grad_accum, **tuning,
+    })  # fmt: skip
     view = [status, losses, sample, sample_label, log_tail]
+    private = {"api_visibility": "private"}
+    show, runs_dropdown = handlers.show, handlers.runs_dropdown  # one function object each: one queue group each
+    start_training = ui_errors(form_handler(TrainingForm, handlers.start_training))
     start.click(start_training, fields, run, api_name="start_training").success(
-        runs_dropdown, run, run, api_visibility="private"
-    ).success(show, run, view, api_visibility="private")
-    cancel.click(cancel_training, run, gr.JSON(visible=False), api_name="cancel_training").then(
-        show, run, view, api_visibility="private"
+        runs_dropdown, run, run, **private
+    ).success(show, run, view, **private)
+    cancel.click(ui_errors(handlers.cancel_training), run, gr.JSON(visible=False), api_name="cancel_training").then(
+        show, run, view, **private
     )
-    resume.click(resume_training, run, gr.Textbox(visible=False), api_name="resume_training").then(
-        show, run, view, api_visibility="private"
+    resume.click(ui_errors(handlers.resume_training), run, gr.Textbox(visible=False), api_name="resume_training").then(
+        show, run, view, **private
     )
-    gr.api(training_status, api_name="training_status")
-    gr.api(list_runs, api_name="list_runs")
-    run.change(show, run, view, api_visibility="private")
-    timer.tick(show, run, view, api_visibility="private", show_progress="hidden")
+    gr.api(ui_errors(handlers.training_status), api_name="training_status")
+    gr.api(handlers.list_runs, api_name="list_runs")
+    run.change(show, run, view, **private)
+    timer.tick(show, run, view, show_progress="hidden", **private)
     apply_preset.click(
-        fill_preset,
-        [preset_choice, dataset, epochs, batch_size],
-        [epochs, batch_size, grad_accum],
-        api_visibility="private",
+        handlers.fill_preset, [preset_choice, dataset, epochs, batch_size], [epochs, batch_size, grad_accum], **private
     )
     for number in (batch_size, grad_accum):
-        number.change(
-            lambda b, g: f"Effective batch: {int(b or 1) * int(g or 1)}",
-            [batch_size, grad_accum],
-            effective,
-            api_visibility="private",
-        )
-    board.click(tensorboard_link, None, board_link, api_visibility="private")
-    gr.api(open_tensorboard, api_name="open_tensorboard")
-    demo.load(runs_dropdown, run, run, api_visibility="private")
-    demo.load(lambda: gr.Dropdown(choices=datasets.list()), None, dataset, api_visibility="private")
+        number.change(effective_batch, [batch_size, grad_accum], effective, **private)
+    board.click(handlers.tensorboard_link, None, board_link, **private)
+    gr.api(ui_errors(handlers.open_tensorboard), api_name="open_tensorboard")
+    demo.load(runs_dropdown, run, run, **private)
+    demo.load(handlers.dataset_choices, None, dataset, **private)

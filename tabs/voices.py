@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from core.audio import XTTS_REFERENCE_RATE
 from core.errors import InvalidInput
-from core.outputs import wav_bytes
+from core.reference import save_prepared
 from core.tts import TTSService
 from core.voices import VoiceInfo, VoiceLibrary
 from core.xtts import languages
 from serve.metrics import RequestTracker
-from tabs.common import GPU, progress_callback, ui_errors
+from tabs.common import GPU, form_handler, form_inputs, progress_callback, ui_errors
 
 CLIP_HEADERS = ["Clip", "Seconds", "Speech s", "Silence", "Clipped", "Loudness LUFS", "Sample rate", "Verdict"]
 VOICE_HEADERS = ["Name", "Kind", "Language", "Clips", "Speech s", "Description", "Created"]
-_CHECK_TTL_S = 3600
 
 
 def _paths(files: list[Any] | None, recording: str | None) -> list[Path]:
@@ -53,13 +49,143 @@ def _details(voice: VoiceInfo) -> str:
     )
 
 
+def bump(version: int) -> int:
+    return (version or 0) + 1
+
+
+def show_pair(label: str | None, pairing: dict[str, str]) -> tuple[str | None, str | None]:
+    if not label:
+        return None, None
+    return pairing.get(f"src:{label}") or None, pairing.get(label) or None
+
+
+@dataclass(frozen=True)
+class CloneForm:
+    """What Create voice sends: the parameters of the ``clone_voice`` endpoint."""
+
+    name: str
+    clips: list[Any] | None
+    recording: str | None = None
+    language: str = "en"
+    description: str = ""
+
+
+class VoiceHandlers:
+    """The tab's events; encoding and previews (GPU work) are admitted through ``tracker``."""
+
+    def __init__(self, library: VoiceLibrary, service: TTSService, tracker: RequestTracker) -> None:
+        self.library, self.engine, self.tracker = library, service.engine, tracker
+
+    def run_check(
+        self, files: list[Any] | None, recorded: str | None
+    ) -> tuple[list[list[object]], gr.Dropdown, dict[str, str]]:
+        checked = self.library.check(_paths(files, recorded))
+        saved = save_prepared(checked, self.library.work_dir / "voice-check")
+        rows, pairing = [], {}
+        for index, (clip, prepared) in enumerate(zip(checked, saved, strict=True)):
+            stats = clip.stats
+            if stats is None:
+                rows.append([clip.source.name, None, None, None, None, None, None, clip.verdict])
+                continue
+            rows.append([
+                clip.source.name, round(stats.duration_s, 1), round(stats.speech_s, 1), f"{stats.silence_ratio:.0%}",
+                f"{stats.clipped_ratio:.2%}", round(stats.loudness_lufs, 1), stats.sample_rate, clip.verdict,
+            ])  # fmt: skip
+            label = f"{index + 1}. {clip.source.name}"
+            pairing[label] = str(prepared) if prepared else ""
+            pairing[f"src:{label}"] = str(clip.source)
+        labels = [k for k in pairing if not k.startswith("src:")]
+        return rows, gr.Dropdown(choices=labels, value=labels[0] if labels else None), pairing
+
+    def clone_voice(self, form: CloneForm, progress: gr.Progress = gr.Progress()) -> tuple[dict[str, Any], str | None]:
+        """Clone a voice from reference clips; returns its record and the preview WAV."""
+        with self.tracker.track("ui_clone", "balanced") as ticket:
+            voice = self.library.create(
+                form.name, _paths(form.clips, form.recording), engine=self.engine, language=form.language,
+                description=form.description, progress=progress_callback(progress, ticket),
+            )  # fmt: skip
+        gr.Info(f"Voice '{voice.name}' saved. It is now in the Text to speech tab's voice list.")
+        return voice.to_dict(), str(voice.preview) if voice.preview else None
+
+    def list_voices(self) -> list[dict[str, Any]]:
+        """Every voice: cloned and dropped-in voices of the library, then the model's built-in speakers."""
+        rows = [v.to_dict() for v in self.library.list()]
+        taken = {r["name"] for r in rows}
+        rows += [{"name": s, "kind": "builtin"} for s in self.engine.speakers() if s not in taken]
+        return rows
+
+    def refresh_library(self, current: str | None = None) -> tuple[list[list[object]], gr.Dropdown]:
+        voices = self.library.list()
+        names = [v.name for v in voices]
+        return _voice_rows(voices), gr.Dropdown(choices=names, value=current if current in names else None)
+
+    def show_voice(self, name: str | None) -> tuple[str, str | None, str, gr.Dropdown, bool]:
+        if not name:
+            return "", None, "", gr.Dropdown(choices=[], value=None), False
+        try:
+            voice = self.library.get(name)
+        except InvalidInput as exc:
+            return str(exc), None, "", gr.Dropdown(choices=[], value=None), False
+        clip_files = [c["file"] for c in voice.clips]
+        preview_path = str(voice.preview) if voice.preview else None
+        return _details(voice), preview_path, voice.description, gr.Dropdown(choices=clip_files, value=None), False
+
+    def rename_voice(self, name: str, new_name: str) -> str:
+        """Rename a cloned voice; returns the new name."""
+        return self.library.rename(name, new_name).name
+
+    def describe_voice(self, name: str, description: str) -> str:
+        """Change a cloned voice's description."""
+        return self.library.describe(name, description=description).name
+
+    def add_voice_clips(self, name: str, clips: list[Any] | None, progress: gr.Progress = gr.Progress()) -> str:
+        """Add reference clips to a cloned voice and re-encode it."""
+        progress(0.1, desc="Checking and re-encoding")
+        with self.tracker.track("ui_add_voice_clips", "voice"):
+            return self.library.add_clips(name, _paths(clips, None), engine=self.engine).name
+
+    def remove_voice_clip(self, name: str, clip: str) -> str:
+        """Remove one clip (as listed, e.g. clips/02.wav) from a cloned voice and re-encode it."""
+        if not clip:
+            raise InvalidInput("Pick the clip to remove.")
+        with self.tracker.track("ui_remove_voice_clip", "voice"):
+            return self.library.remove_clip(name, clip, engine=self.engine).name
+
+    def regenerate_preview(self, name: str) -> str:
+        """Re-encode a voice for the loaded model and render its preview again."""
+        with self.tracker.track("ui_regenerate_voice_preview", "voice"):
+            return self.library.regenerate_preview(name, engine=self.engine).name
+
+    def delete_voice(self, name: str, confirm: bool = False) -> str:
+        """Delete a voice from the library; `confirm` must be true."""
+        if not name:
+            raise InvalidInput("Pick the voice to delete.")
+        if not confirm:
+            raise InvalidInput(f"Tick the confirmation box to delete '{name}'.")
+        self.library.delete(name)
+        gr.Info(f"Voice '{name}' deleted.")
+        return ""
+
+    def export_voice(self, name: str) -> str:
+        """Export a cloned voice as a zip file."""
+        if not name:
+            raise InvalidInput("Pick the voice to export.")
+        return str(self.library.export(name))
+
+    def import_voice(self, archive: str | None) -> str:
+        """Import a voice from a zip made by export_voice; returns its name."""
+        if not archive:
+            raise InvalidInput("Choose a voice zip to import.")
+        voice = self.library.import_zip(Path(archive))
+        gr.Info(f"Voice '{voice.name}' imported.")
+        return voice.name
+
+
 def build(
     demo: gr.Blocks, library: VoiceLibrary, service: TTSService, library_changed: gr.State, tracker: RequestTracker
 ) -> None:
     """Build the tab inside ``demo``'s current context; bump ``library_changed`` after every change."""
-    engine = service.engine
-    check_root = library.work_dir / "voice-check"
-
+    handlers = VoiceHandlers(library, service, tracker)
     gr.Markdown(
         "Clone a voice from 6 to 30 seconds of clean speech (at least 3 s, at most 5 minutes in total). "
         "Accepted: wav, mp3, ogg, flac, m4a and the audio of video files."
@@ -121,180 +247,40 @@ def build(
                 import_file = gr.File(label="Voice zip to import", file_types=[".zip"], type="filepath", height=120)
                 import_button = gr.Button("Import")
 
-    # ---- handlers ------------------------------------------------------------------------
-    def tidy_checks() -> None:
-        if check_root.is_dir():
-            for old in check_root.iterdir():
-                if time.time() - old.stat().st_mtime > _CHECK_TTL_S:
-                    shutil.rmtree(old, ignore_errors=True)
-
-    @ui_errors
-    def run_check(
-        files: list[Any] | None, recorded: str | None
-    ) -> tuple[list[list[object]], dict[str, Any], dict[str, str]]:
-        tidy_checks()
-        paths = _paths(files, recorded)
-        checked = library.check(paths)
-        folder = check_root / secrets.token_hex(4)
-        rows, pairing = [], {}
-        for index, clip in enumerate(checked):
-            label = f"{index + 1}. {clip.source.name}"
-            stats = clip.stats
-            verdict = "ok" if clip.ok else "; ".join(p.split(": ", 1)[-1] for p in clip.problems)
-            if stats is None:
-                rows.append([clip.source.name, None, None, None, None, None, None, verdict])
-                continue
-            rows.append([
-                clip.source.name, round(stats.duration_s, 1), round(stats.speech_s, 1), f"{stats.silence_ratio:.0%}",
-                f"{stats.clipped_ratio:.2%}", round(stats.loudness_lufs, 1), stats.sample_rate, verdict,
-            ])  # fmt: skip
-            if clip.prepared is not None:
-                out = folder / f"{index + 1:02d}.wav"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(wav_bytes(clip.prepared, XTTS_REFERENCE_RATE))
-                pairing[label] = str(out)
-            pairing.setdefault(label, "")
-            pairing[f"src:{label}"] = str(clip.source)
-        labels = [k for k in pairing if not k.startswith("src:")]
-        first = labels[0] if labels else None
-        return rows, gr.Dropdown(choices=labels, value=first), pairing
-
-    def show_pair(label: str | None, pairing: dict[str, str]) -> tuple[str | None, str | None]:
-        if not label:
-            return None, None
-        return pairing.get(f"src:{label}") or None, pairing.get(label) or None
-
-    @ui_errors
-    def clone_voice(
-        name: str,
-        clips: list[Any] | None,
-        recording: str | None = None,
-        language: str = "en",
-        description: str = "",
-        progress: gr.Progress = gr.Progress(),
-    ) -> tuple[dict[str, Any], str | None]:
-        """Clone a voice from reference clips; returns its record and the preview WAV."""
-        with tracker.track("ui_clone", "balanced"):
-            voice = library.create(
-                name, _paths(clips, recording), engine=engine, language=language, description=description,
-                progress=progress_callback(progress),
-            )  # fmt: skip
-        gr.Info(f"Voice '{voice.name}' saved. It is now in the Text to speech tab's voice list.")
-        return voice.to_dict(), str(voice.preview) if voice.preview else None
-
-    def list_voices() -> list[dict[str, Any]]:
-        """Every voice: cloned and dropped-in voices of the library, then the model's built-in speakers."""
-        rows = [v.to_dict() for v in library.list()]
-        taken = {r["name"] for r in rows}
-        rows += [{"name": s, "kind": "builtin"} for s in engine.speakers() if s not in taken]
-        return rows
-
-    def refresh_library(current: str | None = None) -> tuple[list[list[object]], gr.Dropdown]:
-        voices = library.list()
-        names = [v.name for v in voices]
-        return _voice_rows(voices), gr.Dropdown(choices=names, value=current if current in names else None)
-
-    def show_voice(name: str | None) -> tuple[str, str | None, str, gr.Dropdown, bool]:
-        if not name:
-            return "", None, "", gr.Dropdown(choices=[], value=None), False
-        try:
-            voice = library.get(name)
-        except InvalidInput as exc:
-            return str(exc), None, "", gr.Dropdown(choices=[], value=None), False
-        clip_files = [c["file"] for c in voice.clips]
-        preview_path = str(voice.preview) if voice.preview else None
-        return _details(voice), preview_path, voice.description, gr.Dropdown(choices=clip_files, value=None), False
-
-    @ui_errors
-    def rename_voice(name: str, new_name: str) -> str:
-        """Rename a cloned voice; returns the new name."""
-        return library.rename(name, new_name).name
-
-    @ui_errors
-    def describe_voice(name: str, description: str) -> str:
-        """Change a cloned voice's description."""
-        return library.describe(name, description=description).name
-
-    @ui_errors
-    def add_voice_clips(name: str, clips: list[Any] | None, progress: gr.Progress = gr.Progress()) -> str:
-        """Add reference clips to a cloned voice and re-encode it."""
-        progress(0.1, desc="Checking and re-encoding")
-        return library.add_clips(name, _paths(clips, None), engine=engine).name
-
-    @ui_errors
-    def remove_voice_clip(name: str, clip: str) -> str:
-        """Remove one clip (as listed, e.g. clips/02.wav) from a cloned voice and re-encode it."""
-        if not clip:
-            raise InvalidInput("Pick the clip to remove.")
-        return library.remove_clip(name, clip, engine=engine).name
-
-    @ui_errors
-    def regenerate_preview(name: str) -> str:
-        """Re-encode a voice for the loaded model and render its preview again."""
-        return library.regenerate_preview(name, engine=engine).name
-
-    @ui_errors
-    def delete_voice(name: str, confirm: bool = False) -> str:
-        """Delete a voice from the library; `confirm` must be true."""
-        if not name:
-            raise InvalidInput("Pick the voice to delete.")
-        if not confirm:
-            raise InvalidInput(f"Tick the confirmation box to delete '{name}'.")
-        library.delete(name)
-        gr.Info(f"Voice '{name}' deleted.")
-        return ""
-
-    @ui_errors
-    def export_voice(name: str) -> str:
-        """Export a cloned voice as a zip file."""
-        if not name:
-            raise InvalidInput("Pick the voice to export.")
-        return str(library.export(name))
-
-    @ui_errors
-    def import_voice(archive: str | None) -> str:
-        """Import a voice from a zip made by export_voice; returns its name."""
-        if not archive:
-            raise InvalidInput("Choose a voice zip to import.")
-        voice = library.import_zip(Path(archive))
-        gr.Info(f"Voice '{voice.name}' imported.")
-        return voice.name
-
-    def bump(version: int) -> int:
-        return (version or 0) + 1
-
-    # ---- wiring --------------------------------------------------------------------------
     library_outputs = [voices_table, picked]
     detail_outputs = [details, preview, new_description, clip_choice, confirm]
     selected = gr.Textbox(visible=False)  # the name to select after a change
     created_info = gr.JSON(visible=False)
+    private = {"api_visibility": "private"}
+    gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
+    refresh_library, show_voice = handlers.refresh_library, handlers.show_voice  # one queue group each, as one function
 
     def after_change(event: Any, select: gr.components.Component) -> None:
         """Refresh the library views and tell the other tabs (TTS voice list) that voices changed."""
-        event.success(refresh_library, select, library_outputs, api_visibility="private").then(
-            show_voice, picked, detail_outputs, api_visibility="private"
-        ).then(bump, library_changed, library_changed, api_visibility="private")
+        event.success(refresh_library, select, library_outputs, **private).then(
+            show_voice, picked, detail_outputs, **private
+        ).then(bump, library_changed, library_changed, **private)
 
-    gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
-    check.click(run_check, [uploads, recording], [report, compare, pairs], api_name="check_clips")
-    compare.change(show_pair, [compare, pairs], [original, prepared], api_visibility="private")
-    creating = create.click(
-        clone_voice, [name, uploads, recording, language, description], [created_info, created_preview],
-        api_name="clone_voice", **gpu,
-    )  # fmt: skip
+    check.click(ui_errors(handlers.run_check), [uploads, recording], [report, compare, pairs], api_name="check_clips")
+    compare.change(show_pair, [compare, pairs], [original, prepared], **private)
+    clone_inputs = form_inputs(CloneForm, {"name": name, "clips": uploads, "recording": recording,
+                                           "language": language, "description": description})  # fmt: skip
+    clone = ui_errors(form_handler(CloneForm, handlers.clone_voice))
+    creating = create.click(clone, clone_inputs, [created_info, created_preview], api_name="clone_voice", **gpu)
     after_change(creating, name)
-    gr.api(list_voices, api_name="list_voices")
-    refresh.click(refresh_library, picked, library_outputs, api_visibility="private")
-    picked.change(show_voice, picked, detail_outputs, api_visibility="private")
+    gr.api(handlers.list_voices, api_name="list_voices")
+    refresh.click(refresh_library, picked, library_outputs, **private)
+    picked.change(show_voice, picked, detail_outputs, **private)
     for button, handler, inputs, api_name, on_gpu in [
-        (rename, rename_voice, [picked, new_name], "rename_voice", False),
-        (save_description, describe_voice, [picked, new_description], "describe_voice", False),
-        (add, add_voice_clips, [picked, more_clips], "add_voice_clips", True),
-        (remove, remove_voice_clip, [picked, clip_choice], "remove_voice_clip", True),
-        (regenerate, regenerate_preview, [picked], "regenerate_voice_preview", True),
-        (delete, delete_voice, [picked, confirm], "delete_voice", False),
-        (import_button, import_voice, [import_file], "import_voice", False),
+        (rename, handlers.rename_voice, [picked, new_name], "rename_voice", False),
+        (save_description, handlers.describe_voice, [picked, new_description], "describe_voice", False),
+        (add, handlers.add_voice_clips, [picked, more_clips], "add_voice_clips", True),
+        (remove, handlers.remove_voice_clip, [picked, clip_choice], "remove_voice_clip", True),
+        (regenerate, handlers.regenerate_preview, [picked], "regenerate_voice_preview", True),
+        (delete, handlers.delete_voice, [picked, confirm], "delete_voice", False),
+        (import_button, handlers.import_voice, [import_file], "import_voice", False),
     ]:
-        after_change(button.click(handler, inputs, selected, api_name=api_name, **(gpu if on_gpu else {})), selected)
-    export.click(export_voice, picked, exported, api_name="export_voice")
-    demo.load(refresh_library, picked, library_outputs, api_visibility="private")
+        event = button.click(ui_errors(handler), inputs, selected, api_name=api_name, **(gpu if on_gpu else {}))
+        after_change(event, selected)
+    export.click(ui_errors(handlers.export_voice), picked, exported, api_name="export_voice")
+    demo.load(refresh_library, picked, library_outputs, **private)

@@ -20,7 +20,7 @@ from core import fs
 from core.errors import InvalidInput
 from core.xtts import checkpoint_io
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig
-from train.dataset import read_metadata
+from train.coqui_csv import read_metadata
 from train.runs import ACTIVE, RunStore
 
 BASE = "base"
@@ -101,7 +101,7 @@ class CheckpointCatalog:
         if dataset is not None and (dataset / "metadata_train.csv").is_file():
             try:
                 rows = read_metadata(dataset / "metadata_train.csv")
-            except (OSError, ValueError):
+            except InvalidInput:
                 rows = []
             clips += [dataset / row["audio_file"] for row in rows[:MAX_REFERENCE_CLIPS] if row.get("audio_file")]
         return tuple(c for c in clips if c.is_file())

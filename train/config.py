@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from train.coqui_csv import split_size
 
 DEFAULT_TEST_SENTENCES: dict[str, list[str]] = {
     "en": ["It took me quite a long time to develop a voice.", "Now that I have it, I am not going to be silent."],
@@ -100,6 +101,13 @@ def preset(name: str, base: TrainingConfig, *, train_clips: int, minutes: float)
     epochs = round((10 if name == "standard" else 30) * scale)
     accumulate = max(1, 252 // (batch * 10)) if name == "thorough" else max(1, 64 // (batch * 8))
     return replace(base, epochs=epochs, batch_size=batch, grad_accum=accumulate, save_every=0)
+
+
+def preset_for_dataset(name: str, dataset: Path, *, epochs: int, batch_size: int) -> TrainingConfig:
+    """:func:`preset` sized to the training split of the Coqui-format folder ``dataset``."""
+    clips, minutes = split_size(dataset)
+    base = TrainingConfig(dataset=str(dataset), base_model="", epochs=int(epochs), batch_size=int(batch_size))
+    return preset(name, base, train_clips=clips, minutes=minutes)
 
 
 def read_config(path: Path) -> TrainingConfig:

@@ -6,7 +6,7 @@ A dataset lives in ``outputs/datasets/<name>/``::
     sources/<fingerprint>.wav      each source as mono 22.05 kHz
     transcripts/<fingerprint>.json words with times (a rebuild reuses them)
     wavs/<fingerprint>_<n>.wav     the clips, loudness-normalised
-    metadata_train.csv, metadata_eval.csv   audio_file|text|speaker_name
+    metadata_train.csv, metadata_eval.csv   audio_file|text|speaker_name (see :mod:`train.coqui_csv`)
     report.json, plots/*.png, edits.json    what was kept and dropped, and the user's fixes
 
 Sources are fingerprinted by content (links by URL), so an interrupted or repeated build
@@ -20,7 +20,6 @@ Links may only lead to public addresses unless the builder is made with
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -46,13 +45,13 @@ from core.model_files import ProgressCallback
 from core.net_policy import NetPolicy
 from core.xtts.languages import CHAR_LIMITS
 from train import sources as source_io
+from train.coqui_csv import MetadataRow, read_splits, write_metadata
 from train.segment import ClipPlan, CutOptions, plan_clips
 from train.transcribe import WHISPER_RATE, Transcript, Whisper, speech_regions
 
 log = logging.getLogger(__name__)
 
 TRAIN_RATE = XTTS_INPUT_RATE
-HEADER = "audio_file|text|speaker_name"
 _STOPPED = "The build was stopped; what was done is kept and the next build resumes from it."
 REASONS = ("too_short", "too_long", "silence", "clipping", "low_snr", "text_short", "text_long", "low_confidence")
 
@@ -129,6 +128,23 @@ class DatasetBuilder:
 
     def folder_for(self, name: str) -> Path:
         return self.root / fs.slug(fs.clean_name(name, noun="dataset"), fallback="dataset")
+
+    def existing(self, name: str) -> Path:
+        """The folder of the dataset called ``name`` (one path component under the root), which must exist."""
+        if not name:
+            raise InvalidInput("Pick or build a dataset first.")
+        path = fs.child(self.root, name, what="dataset name")
+        if not path.is_dir():
+            raise InvalidInput(f"There is no dataset '{name}'.")
+        return path
+
+    def training_folder(self, value: str, roots: Sequence[Path]) -> Path:
+        """A dataset to train on: one of this builder's by name, or a typed Coqui-format folder inside ``roots``."""
+        if not value:
+            raise InvalidInput("Pick a dataset (or type the path of a folder in Coqui's format).")
+        if value in self.list():
+            return fs.child(self.root, value, what="dataset name", kind="dir", roots=roots)
+        return fs.resolve_inside(value, roots, what="dataset folder", base=self.root, kind="dir")
 
     def list(self) -> list[str]:
         if not self.root.is_dir():
@@ -348,7 +364,9 @@ class DatasetBuilder:
         eval_files = {c.file for c in order[:n_eval]}
         speaker = _clean_text(options.speaker) or fs.slug(name, fallback="dataset")
         write_metadata(
-            target, [c for c in kept if c.file not in eval_files], [c for c in kept if c.file in eval_files], speaker
+            target,
+            [MetadataRow(c.file, c.text, speaker) for c in kept if c.file not in eval_files],
+            [MetadataRow(c.file, c.text, speaker) for c in kept if c.file in eval_files],
         )
         wanted = {c.file for c in kept}
         for stale in (target / "wavs").glob("*.wav"):
@@ -384,16 +402,27 @@ class DatasetBuilder:
         return report
 
 
+def report_markdown(folder: Path) -> str:
+    """The dataset's last build report (report.json) as Markdown; empty when there is none."""
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    lines = [
+        f"**{folder.name}** · language {report['language']} · speaker `{report['speaker']}` · built {report.get('built', '')[:19]}",
+        f"- kept **{report['kept']}** clips, {report['kept_minutes']:.1f} min ({report['train']} train / {report['eval']} eval)",
+    ]
+    lines += [
+        f"- dropped for {reason.replace('_', ' ')}: {int(v['clips'])} clips, {v['minutes']:.1f} min"
+        for reason, v in report["dropped"].items()
+    ]
+    lines += [f"- skipped {s['name']}: {s['error']}" for s in report["sources"] if s.get("error")]
+    return "\n".join(lines)
+
+
 def _holds_work(target: Path) -> bool:
     """Whether a dataset folder holds work a rebuild would reuse: finished downloads or transcripts."""
     return any((target / "transcripts").glob("*.json")) or any((target / "downloads").glob("*/.done"))
-
-
-def write_metadata(target: Path, train: Sequence[ClipRecord], evaluation: Sequence[ClipRecord], speaker: str) -> None:
-    """Coqui's ``coqui`` format: a header line, then ``audio_file|text|speaker_name``, written atomically."""
-    for file_name, rows in (("metadata_train.csv", train), ("metadata_eval.csv", evaluation)):
-        lines = [HEADER] + [f"{c.file}|{c.text}|{speaker}" for c in rows]
-        fs.write_text(target / file_name, "\n".join(lines) + "\n")
 
 
 def _read_edits(target: Path) -> dict[str, dict[str, Any]]:
@@ -423,19 +452,10 @@ def _plots(target: Path, clips: Sequence[ClipRecord]) -> None:
 TABLE_COLUMNS = ["keep", "split", "audio_file", "text", "speaker_name", "seconds"]
 
 
-def read_metadata(csv_path: Path) -> list[dict[str, str]]:
-    """The rows of a Coqui ``audio_file|text|speaker_name`` CSV."""
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter="|", quoting=csv.QUOTE_NONE))
-
-
 def load_table(target: Path) -> list[dict[str, Any]]:
     rows = []
-    for split, file_name in (("train", "metadata_train.csv"), ("eval", "metadata_eval.csv")):
-        path = target / file_name
-        if not path.is_file():
-            continue
-        for row in read_metadata(path):
+    for split, split_rows in read_splits(target).items():
+        for row in split_rows:
             wav = target / row["audio_file"]
             seconds = round(sf.info(wav).duration, 2) if wav.is_file() else 0.0
             rows.append({"keep": True, "split": split, **row, "seconds": seconds})
@@ -448,8 +468,8 @@ def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     """Rewrite the CSVs from the edited rows (dropped rows leave them) and remember the edits."""
     known = {r["audio_file"]: r for r in load_table(target)}
     edits = _read_edits(target)
-    train: list[ClipRecord] = []
-    evaluation: list[ClipRecord] = []
+    train: list[tuple[str, str]] = []
+    evaluation: list[tuple[str, str]] = []
     speaker = ""
     for row in rows:
         file = str(row.get("audio_file", ""))
@@ -465,10 +485,12 @@ def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
             edits.setdefault(file, {})["drop"] = True
             continue
         speaker = str(row.get("speaker_name") or known[file]["speaker_name"])
-        record = ClipRecord(file, text, "", 0.0, 0.0, 0.0, 0.0)
-        (evaluation if known[file]["split"] == "eval" else train).append(record)
+        (evaluation if known[file]["split"] == "eval" else train).append((file, text))
     if not train:
         raise InvalidInput("At least one training clip must stay.")
-    write_metadata(target, train, evaluation, _clean_text(speaker) or target.name)
+    speaker = _clean_text(speaker) or target.name
+    write_metadata(
+        target, [MetadataRow(f, t, speaker) for f, t in train], [MetadataRow(f, t, speaker) for f, t in evaluation]
+    )
     fs.write_json(target / "edits.json", edits)
     return len(train), len(evaluation)

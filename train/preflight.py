@@ -13,7 +13,7 @@ import soundfile as sf
 from core.constants import XTTS_INPUT_RATE
 from core.errors import InvalidInput
 from train.config import TrainingConfig
-from train.dataset import read_metadata
+from train.coqui_csv import read_metadata
 
 CODE_STRIDE = 1024
 TRAIN_RATE = XTTS_INPUT_RATE

@@ -32,7 +32,7 @@ from core.settings import resolve_device
 from core.xtts.languages import LANGUAGES
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
-from train.dataset import read_metadata
+from train.coqui_csv import read_metadata
 from train.run_state import ACTIVE, RESUMABLE, Lifecycle, RunState, pid_alive, process_start_time
 from train.runs import RunStore
 

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 PATH_PREFIX = "/tensorboard"
+PAGE_LINK = PATH_PREFIX.lstrip("/") + "/"  # relative to the studio's page, so it works behind a reverse proxy too
 INFO_DIR = ".tensorboard-info"  # TensorBoard's own name, under its temp folder
 
 
