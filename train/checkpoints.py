@@ -20,7 +20,7 @@ from core import fs
 from core.errors import InvalidInput
 from core.xtts import checkpoint_io
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig
-from train.coqui_csv import read_metadata
+from train.coqui_csv import TRAIN_FILE, read_metadata
 from train.runs import ACTIVE, RunStore
 
 BASE = "base"
@@ -98,9 +98,9 @@ class CheckpointCatalog:
         """The run's reference clip, then dataset clips: what a good checkpoint should sound like."""
         clips = [Path(params.reference_clip)] if params.reference_clip else []
         dataset = Path(params.dataset) if params.dataset else None
-        if dataset is not None and (dataset / "metadata_train.csv").is_file():
+        if dataset is not None and (dataset / TRAIN_FILE).is_file():
             try:
-                rows = read_metadata(dataset / "metadata_train.csv")
+                rows = read_metadata(dataset / TRAIN_FILE)
             except InvalidInput:
                 rows = []
             clips += [dataset / row["audio_file"] for row in rows[:MAX_REFERENCE_CLIPS] if row.get("audio_file")]

@@ -45,7 +45,7 @@ from core.model_files import ProgressCallback
 from core.net_policy import NetPolicy
 from core.xtts.languages import CHAR_LIMITS
 from train import sources as source_io
-from train.coqui_csv import MetadataRow, read_splits, write_metadata
+from train.coqui_csv import TRAIN_FILE, MetadataRow, read_splits, write_metadata
 from train.segment import ClipPlan, CutOptions, plan_clips
 from train.transcribe import WHISPER_RATE, Transcript, Whisper, speech_regions
 
@@ -149,7 +149,7 @@ class DatasetBuilder:
     def list(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / "metadata_train.csv").is_file())
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / TRAIN_FILE).is_file())
 
     # ---- the pipeline --------------------------------------------------------------------
     def build(

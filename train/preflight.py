@@ -13,7 +13,7 @@ import soundfile as sf
 from core.constants import XTTS_INPUT_RATE
 from core.errors import InvalidInput
 from train.config import TrainingConfig
-from train.coqui_csv import read_metadata
+from train.coqui_csv import EVAL_FILE, TRAIN_FILE, read_metadata
 
 CODE_STRIDE = 1024
 TRAIN_RATE = XTTS_INPUT_RATE
@@ -45,7 +45,7 @@ def check(config: TrainingConfig, *, runs_root: Path, device: str) -> Preflight:
     dataset, base = Path(config.dataset), Path(config.base_model)
     found = Preflight()
     problems: list[str] = []
-    train_csv = dataset / "metadata_train.csv"
+    train_csv = dataset / TRAIN_FILE
     if not train_csv.is_file():
         raise InvalidInput(
             f"{dataset} has no metadata_train.csv; build the dataset first or point at a Coqui-format folder."
@@ -69,7 +69,7 @@ def check(config: TrainingConfig, *, runs_root: Path, device: str) -> Preflight:
 
     _load_with_coqui(dataset, config)
     rows = read_metadata(train_csv)
-    eval_rows = read_metadata(dataset / "metadata_eval.csv") if (dataset / "metadata_eval.csv").is_file() else []
+    eval_rows = read_metadata(dataset / EVAL_FILE) if (dataset / EVAL_FILE).is_file() else []
     if not rows:
         raise InvalidInput(f"{dataset.name} has no training clips (metadata_train.csv lists none).")
     longest = min(config.max_audio_s, (max_tokens - 4) * CODE_STRIDE / TRAIN_RATE)
@@ -134,8 +134,8 @@ def _load_with_coqui(dataset: Path, config: TrainingConfig) -> None:
     probe = XttsConfig()
     probe.datasets = [
         BaseDatasetConfig(
-            formatter="coqui", path=str(dataset), meta_file_train="metadata_train.csv",
-            meta_file_val="metadata_eval.csv" if (dataset / "metadata_eval.csv").is_file() else "", language=config.language,
+            formatter="coqui", path=str(dataset), meta_file_train=TRAIN_FILE,
+            meta_file_val=EVAL_FILE if (dataset / EVAL_FILE).is_file() else "", language=config.language,
         )
     ]  # fmt: skip
     try:

@@ -32,7 +32,7 @@ from core.settings import resolve_device
 from core.xtts.languages import LANGUAGES
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
-from train.coqui_csv import read_metadata
+from train.coqui_csv import TRAIN_FILE, read_metadata
 from train.run_state import ACTIVE, RESUMABLE, Lifecycle, RunState, pid_alive, process_start_time
 from train.runs import RunStore
 
@@ -68,8 +68,8 @@ class TrainingRunner:
         """Fill the reference clip and test sentences a run needs for its samples."""
         dataset = Path(config.dataset)
         reference = config.reference_clip
-        if not reference and (dataset / "metadata_train.csv").is_file():
-            rows = read_metadata(dataset / "metadata_train.csv")
+        if not reference and (dataset / TRAIN_FILE).is_file():
+            rows = read_metadata(dataset / TRAIN_FILE)
             reference = str(dataset / rows[0]["audio_file"]) if rows else ""
         sentences = [s.strip() for s in config.test_sentences if s.strip()] or DEFAULT_TEST_SENTENCES.get(
             config.language, DEFAULT_TEST_SENTENCES["en"]

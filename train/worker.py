@@ -25,6 +25,7 @@ from typing import Any
 from core import fs
 from core.constants import XTTS_INPUT_RATE, XTTS_OUTPUT_RATE
 from train.config import TrainingConfig, read_config
+from train.coqui_csv import EVAL_FILE, TRAIN_FILE
 from train.run_state import Lifecycle, Outcome, Progress, read_lifecycle, read_progress, write_progress
 
 log = logging.getLogger("train.worker")
@@ -104,8 +105,8 @@ def trainer_config(config: TrainingConfig, run_dir: Path) -> Any:
             formatter="coqui",
             dataset_name=dataset.name,
             path=str(dataset),
-            meta_file_train="metadata_train.csv",
-            meta_file_val="metadata_eval.csv" if (dataset / "metadata_eval.csv").is_file() else "",
+            meta_file_train=TRAIN_FILE,
+            meta_file_val=EVAL_FILE if (dataset / EVAL_FILE).is_file() else "",
             language=config.language,
         )
     ]
