@@ -2,7 +2,8 @@
 
 Libraries write temp and cache files to places of their own choosing: Gradio its upload
 cache, PyTorch and Triton compile caches, matplotlib its font cache, Hugging Face its hub
-cache, TensorBoard ``/tmp/.tensorboard-info``. Pointing the environment variables they
+cache, TensorBoard ``/tmp/.tensorboard-info``, PulseAudio's client (loaded with the audio
+libraries) a link under ``~/.config/pulse``. Pointing the environment variables they
 read (and Python's ``tempfile``) at folders under the models and outputs folders, before
 any of them runs, keeps every write of the process and its children there.
 """
@@ -23,6 +24,7 @@ def scratch_env(settings: Settings) -> dict[str, str]:
         "TMPDIR": str(work / "tmp"),
         "GRADIO_TEMP_DIR": str(work / "gradio"),
         "XDG_CACHE_HOME": str(cache),
+        "XDG_CONFIG_HOME": str(work / "config"),  # libraries' own settings (PulseAudio's client keeps a link there)
         "MPLCONFIGDIR": str(cache / "matplotlib"),
         "HF_HOME": str(cache / "huggingface"),
         "TORCH_HOME": str(cache / "torch"),

@@ -33,6 +33,9 @@ KIT_CACHE = TEST_CACHE / "tiny-models"
 SCRATCH = TEST_CACHE / "scratch"
 WATCHED = write_guard.Watched(temp=Path(tempfile.gettempdir()), home=Path.home(), repo=ROOT, allowed=(TEST_CACHE,))
 _BEFORE = pytest.StashKey[set[str]]()
+# Chromium keeps settings under XDG_CONFIG_HOME beside its own --user-data-dir profile: in the test
+# cache, so a fresh machine's home stays as it was and the write check still watches the studio.
+CHROMIUM_CONFIG = TEST_CACHE / "chromium-config"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,9 +81,7 @@ def tiny_xtts(tiny_kit: Path) -> Path:
 
 def speak(text: str, out: Path, *, voice: str = "en", speed: int = 150) -> Path:
     """Real speech from Debian's espeak-ng (22.05 kHz mono WAV)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text], check=True)
-    return out
+    return make_tiny_models.espeak(text, out, voice=voice, speed=speed)
 
 
 @pytest.fixture
@@ -175,8 +176,9 @@ def browser_page(url: str, chromium_path: str) -> Iterator[Page]:
     """A headless Debian Chromium page opened at ``url`` (closed afterwards)."""
     from playwright.sync_api import sync_playwright
 
+    env = {**os.environ, "XDG_CONFIG_HOME": str(CHROMIUM_CONFIG)}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, env=env)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -94,9 +95,17 @@ def write_vocab(path: Path) -> None:
     tokenizer.save(str(path))
 
 
-def espeak(text: str, voice: str, out: Path) -> None:
-    """Speak ``text`` into a WAV file with Debian's espeak-ng."""
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(out), text], check=True)
+def espeak(text: str, out: Path, *, voice: str = "en", speed: int = 150) -> Path:
+    """Speak ``text`` into a WAV file (22.05 kHz mono) with Debian's espeak-ng.
+
+    Its PulseAudio client leaves a cookie under XDG_CONFIG_HOME even when it only writes a file,
+    so it gets a throwaway one: a fresh machine's home stays as it was.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as config:
+        command = ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text]
+        subprocess.run(command, check=True, env={**os.environ, "XDG_CONFIG_HOME": config})
+    return out
 
 
 def build_xtts(out: Path) -> None:
@@ -129,7 +138,7 @@ def build_xtts(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, voice in SPEAKERS.items():
             wav = Path(tmp) / "ref.wav"
-            espeak("This is the reference voice of a built in speaker.", voice, wav)
+            espeak("This is the reference voice of a built in speaker.", wav, voice=voice)
             latent, embedding = model.get_conditioning_latents(audio_path=[str(wav)])
             speakers[name] = {"gpt_cond_latent": latent.cpu(), "speaker_embedding": embedding.cpu()}
     torch.save(speakers, out / "speakers_xtts.pth")
