@@ -33,9 +33,6 @@ KIT_CACHE = TEST_CACHE / "tiny-models"
 SCRATCH = TEST_CACHE / "scratch"
 WATCHED = write_guard.Watched(temp=Path(tempfile.gettempdir()), home=Path.home(), repo=ROOT, allowed=(TEST_CACHE,))
 _BEFORE = pytest.StashKey[set[str]]()
-# Chromium keeps settings under XDG_CONFIG_HOME beside its own --user-data-dir profile: in the test
-# cache, so a fresh machine's home stays as it was and the write check still watches the studio.
-CHROMIUM_CONFIG = TEST_CACHE / "chromium-config"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -176,9 +173,8 @@ def browser_page(url: str, chromium_path: str) -> Iterator[Page]:
     """A headless Debian Chromium page opened at ``url`` (closed afterwards)."""
     from playwright.sync_api import sync_playwright
 
-    env = {**os.environ, "XDG_CONFIG_HOME": str(CHROMIUM_CONFIG)}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, env=env)
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
