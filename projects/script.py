@@ -1,0 +1,144 @@
+"""The script model of a long-form project, as plain data with a JSON round trip.
+
+A project is chapters of segments. A segment is the unit that is rendered, listened to and
+re-rendered: its id stays the same across edits so takes, flags and subtitle cues follow it.
+``voice``, ``language`` and ``profile`` left as ``None`` mean "the project's".
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from core.errors import InvalidInput
+from projects.frontend import DictEntry
+
+SCHEMA_VERSION = 1
+STATES = ("pending", "rendered", "locked", "flagged")
+
+
+def new_segment_id() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class Take:
+    """One rendering of a segment: the audio file (relative to the project folder) and its seed."""
+
+    file: str
+    seed: int
+    chosen: bool = False
+
+
+@dataclass
+class Segment:
+    text: str
+    id: str = field(default_factory=new_segment_id)
+    voice: str | None = None
+    language: str | None = None
+    profile: str | None = None
+    seed: int | None = None
+    state: str = "pending"
+    start: float | None = None
+    end: float | None = None
+    paragraph_end: bool = False
+    takes: list[Take] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise InvalidInput(f"Segment {self.id}: the state '{self.state}' is not one of {', '.join(STATES)}.")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise InvalidInput(f"Segment {self.id}: it ends ({self.end}s) before it starts ({self.start}s).")
+
+    @property
+    def chosen_take(self) -> Take | None:
+        return next((take for take in self.takes if take.chosen), None)
+
+
+@dataclass
+class Chapter:
+    title: str
+    segments: list[Segment] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    paragraph_gap_s: float = 0.6
+    chapter_gap_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for label, value in (("paragraph gap", self.paragraph_gap_s), ("chapter gap", self.chapter_gap_s)):
+            if not 0 <= value <= 30:
+                raise InvalidInput(f"The {label} must be between 0 and 30 seconds, not {value}.")
+
+
+@dataclass
+class Project:
+    name: str
+    narrator: str
+    language: str = "en"
+    profile: str | None = None
+    voice_tags: dict[str, str] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    chapters: list[Chapter] = field(default_factory=list)
+    dictionary: list[DictEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def segments(self) -> list[Segment]:
+        return [segment for chapter in self.chapters for segment in chapter.segments]
+
+    def segment(self, segment_id: str) -> Segment:
+        for segment in self.segments():
+            if segment.id == segment_id:
+                return segment
+        raise InvalidInput(f"The project '{self.name}' has no segment '{segment_id}'.")
+
+    def voice_of(self, segment: Segment) -> str:
+        return segment.voice or self.narrator
+
+    def language_of(self, segment: Segment) -> str:
+        return segment.language or self.language
+
+    def profile_of(self, segment: Segment) -> str | None:
+        return segment.profile or self.profile
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["dictionary"] = [entry.to_dict() for entry in self.dictionary]
+        return {"schema": SCHEMA_VERSION, **payload}
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> Project:
+        """The project in ``payload``; raises :class:`InvalidInput` for another schema or a broken file."""
+        if not isinstance(payload, dict):
+            raise InvalidInput("The project file is not a JSON object.")
+        schema = payload.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise InvalidInput(
+                f"The project file has schema version {schema!r}; this studio reads version {SCHEMA_VERSION}."
+            )
+        try:
+            chapters = [
+                Chapter(
+                    title=str(chapter["title"]),
+                    segments=[
+                        Segment(**{**segment, "takes": [Take(**take) for take in segment.get("takes", [])]})
+                        for segment in chapter["segments"]
+                    ],
+                )
+                for chapter in payload["chapters"]
+            ]
+            return cls(
+                name=str(payload["name"]),
+                narrator=str(payload["narrator"]),
+                language=str(payload["language"]),
+                profile=payload.get("profile"),
+                voice_tags=dict(payload.get("voice_tags", {})),
+                settings=Settings(**payload.get("settings", {})),
+                chapters=chapters,
+                dictionary=[DictEntry.from_dict(entry) for entry in payload.get("dictionary", [])],
+                warnings=[str(w) for w in payload.get("warnings", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"The project file is damaged: {exc}") from exc
