@@ -93,7 +93,9 @@ def apply_dictionary(text: str, entries: list[DictEntry], language: str) -> tupl
         try:
             rewritten, count = entry.compiled().subn(entry.replacement, text)
         except (re.error, IndexError) as exc:
-            raise InvalidInput(f"The replacement '{entry.replacement}' for '{entry.pattern}' is invalid: {exc}.") from exc
+            raise InvalidInput(
+                f"The replacement '{entry.replacement}' for '{entry.pattern}' is invalid: {exc}."
+            ) from exc
         if count:
             applied.append(entry)
             text = rewritten

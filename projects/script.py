@@ -46,6 +46,20 @@ class Segment:
     takes: list[Take] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInput` if a field holds a value a segment cannot have."""
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise InvalidInput(f"Segment {self.id}: the text is empty.")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InvalidInput(f"Segment {self.id}: the seed must be a whole number, not {self.seed!r}.")
+        for label, value in (("voice", self.voice), ("language", self.language), ("profile", self.profile)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"Segment {self.id}: the {label} must be text, not {value!r}.")
+        for label, value in (("start", self.start), ("end", self.end)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+                raise InvalidInput(f"Segment {self.id}: the {label} must be a time in seconds, not {value!r}.")
         if self.state not in STATES:
             raise InvalidInput(f"Segment {self.id}: the state '{self.state}' is not one of {', '.join(STATES)}.")
         if self.start is not None and self.end is not None and self.end < self.start:

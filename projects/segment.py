@@ -73,7 +73,7 @@ def build_chapters(
         segments: list[Segment] = []
         for block in source.blocks:
             for voice, text in voice_sections(block.text, names, warnings):
-                split_pauses(text)
+                split_pauses(text)  # a bad pause tag is refused at import, not at render time
                 if block.start is not None:
                     segments.append(Segment(text=text, voice=voice, start=block.start, end=block.end))
                     continue

@@ -1,0 +1,209 @@
+"""Projects on disk: ``<root>/<slug>/project.json``, written atomically.
+
+Edits go through the store so that a segment goes back to ``pending`` (its chosen take
+dropped) exactly when what it would sound like changes: its spoken fingerprint covers the
+text, the pronunciation entries that apply to it, the voice, language, profile and seed.
+A locked segment is never silently re-rendered: a dictionary change that affects it flags
+it instead, and an edit that would change its sound is refused until it is unlocked.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput, StudioError
+from core.fs import child, clean_name, recover, remove_folder, slug, write_json
+from projects.frontend import DictEntry, merge_dictionaries, spoken_fingerprint
+from projects.script import STATES, Project, Segment, Settings
+from projects.segment import build_project
+from projects.sources import SourceChapter
+
+PROJECT_FILE = "project.json"
+DICTIONARY_FILE = "dictionary.json"
+EDITABLE = ("text", "voice", "language", "profile", "seed", "state", "start", "end")
+
+
+class ProjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        recover(self.root)
+        self._lock = threading.RLock()
+
+    # ---- names and files ------------------------------------------------------------------
+
+    def folder(self, name: str) -> Path:
+        display = clean_name(name, noun="project")
+        return child(self.root, slug(display, fallback="project"), what="project name")
+
+    def _path(self, name: str) -> Path:
+        return self.folder(name) / PROJECT_FILE
+
+    def _read(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StudioError(
+                f"{path} cannot be read ({exc}); restore it from a backup or delete the project."
+            ) from exc
+
+    # ---- projects -------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        sources: list[SourceChapter],
+        *,
+        narrator: str,
+        language: str = "en",
+        profile: str | None = None,
+        voice_tags: dict[str, str] | None = None,
+        voices: list[str] | tuple[str, ...] = (),
+        settings: Settings | None = None,
+    ) -> Project:
+        """A new project from ``sources``; refused if a project of that name (or folder) exists."""
+        display = clean_name(name, noun="project")
+        with self._lock:
+            path = self._path(display)
+            if path.exists():
+                raise InvalidInput(f"A project named '{display}' exists already; choose another name.")
+            project = build_project(
+                display,
+                sources,
+                narrator=narrator,
+                language=language,
+                profile=profile,
+                voice_tags=voice_tags,
+                voices=voices,
+                settings=settings,
+            )
+            self.save(project)
+            return project
+
+    def save(self, project: Project) -> Path:
+        with self._lock:
+            return write_json(self._path(project.name), project.to_dict())
+
+    def get(self, name: str) -> Project:
+        path = self._path(name)
+        if not path.is_file():
+            raise InvalidInput(f"There is no project named '{name}'.")
+        return Project.from_dict(self._read(path))
+
+    def list(self) -> list[str]:
+        """The names of the projects, sorted; folders without a readable project file are left out."""
+        names = []
+        for folder in sorted(self.root.iterdir()):
+            path = folder / PROJECT_FILE
+            if folder.name.startswith(".") or not path.is_file():
+                continue
+            try:
+                names.append(str(self._read(path)["name"]))
+            except (StudioError, KeyError, TypeError):
+                continue
+        return sorted(names, key=str.casefold)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            folder = self.folder(name)
+            if not (folder / PROJECT_FILE).is_file():
+                raise InvalidInput(f"There is no project named '{name}'.")
+            remove_folder(folder)
+
+    # ---- dictionaries ---------------------------------------------------------------------
+
+    def global_dictionary(self) -> list[DictEntry]:
+        path = self.root / DICTIONARY_FILE
+        if not path.is_file():
+            return []
+        payload = self._read(path)
+        if not isinstance(payload, list):
+            raise StudioError(f"{path} is not a list of pronunciation entries.")
+        return [DictEntry.from_dict(entry) for entry in payload]
+
+    def entries(self, project: Project) -> list[DictEntry]:
+        """The merged dictionary ``project`` is spoken with."""
+        return merge_dictionaries(self.global_dictionary(), project.dictionary)
+
+    def fingerprint(self, project: Project, segment: Segment, entries: list[DictEntry] | None = None) -> str:
+        return spoken_fingerprint(
+            segment.text,
+            self.entries(project) if entries is None else entries,
+            project.voice_of(segment),
+            project.language_of(segment),
+            project.profile_of(segment),
+            segment.seed,
+        )
+
+    def set_dictionary(self, name: str, entries: list[DictEntry]) -> list[str]:
+        """Replace ``name``'s own dictionary; returns the ids of the segments it invalidated."""
+        with self._lock:
+            project = self.get(name)
+            before = self.entries(project)
+            project.dictionary = list(entries)
+            changed = _invalidate(self, project, before, self.entries(project))
+            self.save(project)
+            return changed
+
+    def set_global_dictionary(self, entries: list[DictEntry]) -> dict[str, list[str]]:
+        """Replace the studio-wide dictionary; returns, per project, the ids of the segments it invalidated."""
+        with self._lock:
+            projects = [self.get(name) for name in self.list()]
+            before = {project.name: self.entries(project) for project in projects}
+            write_json(self.root / DICTIONARY_FILE, [entry.to_dict() for entry in entries])
+            changed = {}
+            for project in projects:
+                ids = _invalidate(self, project, before[project.name], self.entries(project))
+                if ids:
+                    self.save(project)
+                    changed[project.name] = ids
+            return changed
+
+    # ---- segments -------------------------------------------------------------------------
+
+    def update_segment(self, name: str, segment_id: str, **changes: Any) -> Segment:
+        """Change fields of one segment; it goes back to pending only if its spoken fingerprint changed."""
+        unknown = sorted(set(changes) - set(EDITABLE))
+        if unknown:
+            raise InvalidInput(f"A segment has no editable field {', '.join(unknown)}; use {', '.join(EDITABLE)}.")
+        if "state" in changes and changes["state"] not in STATES:
+            raise InvalidInput(f"The state '{changes['state']}' is not one of {', '.join(STATES)}.")
+        if "text" in changes and not str(changes["text"] or "").strip():
+            raise InvalidInput("A segment's text cannot be empty; delete the segment instead.")
+        with self._lock:
+            project = self.get(name)
+            segment = project.segment(segment_id)
+            entries = self.entries(project)
+            before = self.fingerprint(project, segment, entries)
+            for key, value in changes.items():
+                setattr(segment, key, value.strip() if key == "text" else value)
+            segment.validate()
+            if self.fingerprint(project, segment, entries) != before:
+                if segment.state == "locked":
+                    raise InvalidInput(f"Segment {segment_id} is locked; unlock it before changing how it sounds.")
+                _reset(segment)
+            self.save(project)
+            return segment
+
+
+def _reset(segment: Segment) -> None:
+    segment.state = "pending"
+    for take in segment.takes:
+        take.chosen = False
+
+
+def _invalidate(store: ProjectStore, project: Project, before: list[DictEntry], after: list[DictEntry]) -> list[str]:
+    """Mark the segments whose fingerprint differs between the two dictionaries; their ids."""
+    changed = []
+    for segment in project.segments():
+        if store.fingerprint(project, segment, before) == store.fingerprint(project, segment, after):
+            continue
+        changed.append(segment.id)
+        if segment.state == "locked":
+            segment.state = "flagged"
+        else:
+            _reset(segment)
+    return changed
