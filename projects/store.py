@@ -171,15 +171,13 @@ class ProjectStore:
             raise InvalidInput(f"A segment has no editable field {', '.join(unknown)}; use {', '.join(EDITABLE)}.")
         if "state" in changes and changes["state"] not in STATES:
             raise InvalidInput(f"The state '{changes['state']}' is not one of {', '.join(STATES)}.")
-        if "text" in changes and not str(changes["text"] or "").strip():
-            raise InvalidInput("A segment's text cannot be empty; delete the segment instead.")
         with self._lock:
             project = self.get(name)
             segment = project.segment(segment_id)
             entries = self.entries(project)
             before = self.fingerprint(project, segment, entries)
             for key, value in changes.items():
-                setattr(segment, key, value.strip() if key == "text" else value)
+                setattr(segment, key, value.strip() if key == "text" and isinstance(value, str) else value)
             segment.validate()
             if self.fingerprint(project, segment, entries) != before:
                 if segment.state == "locked":
