@@ -1,8 +1,8 @@
 """Turn imported chapters into a project's segments: voice tags, then paragraphs, then sentences.
 
 Sentences are split and packed up to the language's character limit by the same code the
-synthesis path uses (:func:`core.xtts.text.split_for_synthesis`), so a segment is never cut
-again at render time. A sentence over the limit is cut at its last clause mark, then at the
+synthesis path uses (:func:`core.xtts.text.split_for_synthesis`), so a prose segment fits in
+one synthesis call (a subtitle cue stays one segment, whatever its length, to keep its timing). A sentence over the limit is cut at its last clause mark, then at the
 last space before the limit; only a single word longer than the limit (or CJK text, which has
 no spaces) is cut inside.
 

@@ -178,6 +178,13 @@ def test_vtt_skips_header_note_and_style() -> None:
         from_vtt(vtt.replace("00:01.000 -->", "00:61.000 -->"))
 
 
+def test_txt_paragraphs_keep_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes("\ufeffFirst line\r\n  second line \r\n\r\n\r\nNext.\r\n".encode())
+    (chapter,) = read_source(path)
+    assert (chapter.title, [b.text for b in chapter.blocks]) == (None, ["First line\nsecond line", "Next."])
+
+
 def test_size_limits_and_unknown_formats(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="at most 2,000,000"):
         from_text("a" * (MAX_SCRIPT_CHARS + 1))
