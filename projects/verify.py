@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -168,7 +168,7 @@ class Take(Generic[T]):
     check: TakeCheck
     seed: int
     attempts: int
-    checks: list[TakeCheck] = field(default_factory=list)
+    checks: list[TakeCheck]  # every take verified, in order
 
     @property
     def flagged(self) -> bool:
