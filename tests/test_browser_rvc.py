@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.conftest import browser_page, speak
 from tests.test_browser import fetch_wav
@@ -40,6 +40,9 @@ def test_upload_a_model_and_convert_a_clip(
 
     page.locator("#rvc-input input[type=file]").set_input_files(str(clip))
     page.get_by_label("stable").check()
+    # the profile fills the sliders (a change event); a Convert pressed before that sends the old values
+    index_rate = page.locator("input[type=number][aria-label*='Index rate']")
+    expect(index_rate).to_have_value("0.7")
     page.get_by_role("button", name="Convert", exact=True).click()
     link = page.locator("#rvc-result a[data-testid='download-link']")
     link.wait_for(timeout=120_000)
