@@ -24,11 +24,29 @@ def new_segment_id() -> str:
 
 @dataclass
 class Take:
-    """One rendering of a segment: the audio file (relative to the project folder) and its seed."""
+    """One rendering of a segment: its audio file (relative to the project folder), seed and checks.
+
+    ``passed`` is ``None`` when the take was not verified; ``reasons`` says why a verified take
+    failed. ``speed`` and ``stretch`` are how a subtitle cue was fitted to its slot, and
+    ``overflow_s`` how much it is still too long for it. ``fingerprint`` is the segment's spoken
+    fingerprint when the take was made, so a take of older text is never chosen by mistake.
+    """
 
     file: str
     seed: int
     chosen: bool = False
+    duration_s: float = 0.0
+    passed: bool | None = None
+    reasons: list[str] = field(default_factory=list)
+    transcript: str = ""
+    wer: float | None = None
+    cer: float | None = None
+    seconds_per_char: float | None = None
+    speed: float = 1.0
+    stretch: float = 1.0
+    overflow_s: float = 0.0
+    fingerprint: str = ""
+    created: str = ""
 
 
 @dataclass
@@ -78,13 +96,35 @@ class Chapter:
 
 @dataclass
 class Settings:
+    """How a project is rendered and mixed.
+
+    ``attempts`` is how many takes the verifier may ask for per segment (1: no retry);
+    ``max_speed`` and ``max_stretch`` bound how a subtitle cue is fitted to its slot (XTTS's
+    speed first, then a time-stretch); ``background`` is a track under a dub (a file in the
+    project folder), lowered by ``duck_db`` while a cue speaks.
+    """
+
     paragraph_gap_s: float = 0.6
     chapter_gap_s: float = 2.0
+    verify: bool = True
+    attempts: int = 3
+    max_speed: float = 1.3
+    max_stretch: float = 1.2
+    background: str | None = None
+    duck_db: float = 12.0
 
     def __post_init__(self) -> None:
         for label, value in (("paragraph gap", self.paragraph_gap_s), ("chapter gap", self.chapter_gap_s)):
             if not 0 <= value <= 30:
                 raise InvalidInput(f"The {label} must be between 0 and 30 seconds, not {value}.")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or not 1 <= self.attempts <= 10:
+            raise InvalidInput(f"The takes per segment must be a whole number from 1 to 10, not {self.attempts!r}.")
+        if not 1.0 <= self.max_speed <= 2.0:
+            raise InvalidInput(f"The fastest speed for a cue must be between 1.0 and 2.0, not {self.max_speed}.")
+        if not 1.0 <= self.max_stretch <= 1.5:
+            raise InvalidInput(f"The largest time-stretch for a cue must be between 1.0 and 1.5, not {self.max_stretch}.")
+        if not 0 <= self.duck_db <= 40:
+            raise InvalidInput(f"The ducking must be between 0 and 40 dB, not {self.duck_db}.")
 
 
 @dataclass
