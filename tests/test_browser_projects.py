@@ -1,0 +1,63 @@
+"""The Projects tab in headless Chromium: a two-voice project built, edited, rendered, regenerated and exported."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.conftest import browser_page
+
+SCRIPT = "The night was quiet.\n\n[Alice] Who is there?\n\nNobody answered her."
+
+
+@pytest.fixture(scope="module")
+def page(live_app: dict, chromium_path: str) -> Iterator[Page]:
+    with browser_page(live_app["url"], chromium_path) as page:
+        page.get_by_role("tab", name="Projects").click()
+        page.locator("#project-name").wait_for()
+        yield page
+
+
+def field(page: Page, elem_id: str) -> object:
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def choose(page: Page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def cell(page: Page, text: str) -> object:
+    return page.locator("#project-segments").get_by_text(text, exact=True).filter(visible=True).first
+
+
+def project_file(live_app: dict, slug: str) -> dict:
+    return json.loads(Path(live_app["data"], "outputs", "projects", slug, "project.json").read_text())
+
+
+def test_build_a_two_voice_project_and_edit_a_segment(page: Page, live_app: dict) -> None:
+    field(page, "project-name").fill("Browser Book")
+    choose(page, "project-narrator", "Claribel Dervla")
+    field(page, "project-text").fill(SCRIPT)
+    field(page, "project-tags").fill("Alice = Daisy Studious")
+    page.get_by_role("button", name="Create project").click()
+    cell(page, "Who is there?").wait_for()
+    cell(page, "Daisy Studious").wait_for()
+    segments = project_file(live_app, "browser-book")["chapters"][0]["segments"]
+    assert [(s["text"], s["voice"]) for s in segments] == [
+        ("The night was quiet.", None), ("Who is there?", "Daisy Studious"), ("Nobody answered her.", None),
+    ]  # fmt: skip
+
+    cell(page, "Nobody answered her.").click()
+    page.wait_for_function(
+        "id => document.querySelector('#project-segment-id textarea, #project-segment-id input').value === id",
+        arg=segments[2]["id"],
+    )
+    field(page, "project-segment-text").fill("Nobody answered at all.")
+    page.get_by_role("button", name="Save segment").click()
+    cell(page, "Nobody answered at all.").wait_for()
+    assert project_file(live_app, "browser-book")["chapters"][0]["segments"][2]["text"] == "Nobody answered at all."
