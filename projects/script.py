@@ -122,7 +122,9 @@ class Settings:
         if not 1.0 <= self.max_speed <= 2.0:
             raise InvalidInput(f"The fastest speed for a cue must be between 1.0 and 2.0, not {self.max_speed}.")
         if not 1.0 <= self.max_stretch <= 1.5:
-            raise InvalidInput(f"The largest time-stretch for a cue must be between 1.0 and 1.5, not {self.max_stretch}.")
+            raise InvalidInput(
+                f"The largest time-stretch for a cue must be between 1.0 and 1.5, not {self.max_stretch}."
+            )
         if not 0 <= self.duck_db <= 40:
             raise InvalidInput(f"The ducking must be between 0 and 40 dB, not {self.duck_db}.")
 

@@ -3,12 +3,14 @@
 Edits go through the store so that a segment goes back to ``pending`` (its chosen take
 dropped) exactly when what it would sound like changes: its spoken fingerprint covers the
 text, the pronunciation entries that apply to it, the voice, language, profile and seed.
+A subtitle cue's fingerprint covers its slot length, as its take is fitted to it.
 A locked segment is never silently re-rendered: a dictionary change that affects it flags
 it instead, and an edit that would change its sound is refused until it is unlocked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import replace
@@ -20,7 +22,7 @@ from core.errors import InvalidInput, StudioError
 from core.fs import child, clean_name, recover, remove_folder, slug, write_bytes, write_json
 from core.outputs import wav_bytes
 from projects.frontend import DictEntry, merge_dictionaries, spoken_fingerprint
-from projects.script import STATES, Project, Segment, Settings
+from projects.script import STATES, Project, Segment, Settings, Take
 from projects.segment import build_project
 from projects.sources import SourceChapter
 
@@ -156,7 +158,8 @@ class ProjectStore:
         return merge_dictionaries(self.global_dictionary(), project.dictionary)
 
     def fingerprint(self, project: Project, segment: Segment, entries: list[DictEntry] | None = None) -> str:
-        return spoken_fingerprint(
+        """What the segment's audio depends on; a subtitle cue's slot length too, as it is fitted to it."""
+        spoken = spoken_fingerprint(
             segment.text,
             self.entries(project) if entries is None else entries,
             project.voice_of(segment),
@@ -164,6 +167,9 @@ class ProjectStore:
             project.profile_of(segment),
             segment.seed,
         )
+        if segment.start is None or segment.end is None:
+            return spoken
+        return hashlib.sha256(f"{spoken}|slot {segment.end - segment.start:.3f}".encode()).hexdigest()
 
     def set_dictionary(self, name: str, entries: list[DictEntry]) -> list[str]:
         """Replace ``name``'s own dictionary; returns the ids of the segments it invalidated."""
@@ -213,12 +219,53 @@ class ProjectStore:
             self.save(project)
             return segment
 
+    def add_take(self, name: str, segment_id: str, take: Take, *, state: str) -> Segment | None:
+        """Record ``take`` as the chosen take of a segment and set its ``state``.
+
+        Nothing is recorded (``None`` comes back) when the segment is gone, is locked, or now
+        sounds different from what ``take.fingerprint`` says was rendered: an edit made while the
+        take was rendering wins over the take.
+        """
+        if state not in STATES:
+            raise InvalidInput(f"The state '{state}' is not one of {', '.join(STATES)}.")
+        with self._lock:
+            project = self.get(name)
+            segment = next((s for s in project.segments() if s.id == segment_id), None)
+            if segment is None or segment.state == "locked" or self.fingerprint(project, segment) != take.fingerprint:
+                return None
+            for other in segment.takes:
+                other.chosen = False
+            take.chosen = True
+            segment.takes.append(take)
+            segment.state = state
+            self.save(project)
+            return segment
+
+    def choose_take(self, name: str, segment_id: str, index: int) -> Segment:
+        """Make take ``index`` (0-based) the one a segment is exported with; it must be of its current text."""
+        with self._lock:
+            project = self.get(name)
+            segment = project.segment(segment_id)
+            if segment.state == "locked":
+                raise InvalidInput(f"Segment {segment_id} is locked; unlock it before choosing another take.")
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(segment.takes):
+                raise InvalidInput(f"Segment {segment_id} has {len(segment.takes)} takes; there is no take {index!r}.")
+            take = segment.takes[index]
+            if take.fingerprint != self.fingerprint(project, segment):
+                raise InvalidInput(f"Take {index + 1} of segment {segment_id} says an older version of its text.")
+            for other in segment.takes:
+                other.chosen = other is take
+            segment.state = "flagged" if take.passed is False else "rendered"
+            self.save(project)
+            return segment
+
     def set_locked(self, name: str, segment_id: str, locked: bool) -> Segment:
         """Lock a rendered segment so nothing re-renders it, or unlock it; only a segment with a chosen take locks."""
         with self._lock:
             segment = self.get(name).segment(segment_id)
             if not locked:
-                state = "rendered" if segment.chosen_take is not None else "pending"
+                chosen = segment.chosen_take
+                state = "pending" if chosen is None else ("flagged" if chosen.passed is False else "rendered")
                 return segment if segment.state != "locked" else self.update_segment(name, segment_id, state=state)
             if segment.chosen_take is None:
                 raise InvalidInput(f"Segment {segment_id} has no chosen take yet; render it before locking it.")
