@@ -34,6 +34,7 @@ from core.tts import TTSService
 from core.voices import VoiceLibrary
 from core.xtts.engine import XTTSEngine
 from core.xtts.loading import EngineState
+from projects.render import ProjectRenderer
 from projects.store import ProjectStore
 from serve.auth import TOKEN_USER, Authenticator
 from serve.http_api import HttpContext, StudioMiddleware, build_router, gpu_memory, is_authenticated
@@ -78,6 +79,7 @@ class Studio:
     rvc: RVCService
     tensorboard: TensorBoard
     projects: ProjectStore
+    renderer: ProjectRenderer
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -138,9 +140,10 @@ def create_studio(settings: Settings) -> Studio:
     datasets = DatasetBuilder(settings.datasets_dir, allow_private_urls=settings.allow_private_urls, whisper=whisper)
     tensorboard = TensorBoard(runs.root, settings.work_dir / "tensorboard")
     projects = ProjectStore(settings.outputs_dir / "projects")
+    renderer = ProjectRenderer(projects, service, whisper, whisper_model=settings.whisper_model)
     return Studio(
         settings, scheduler, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard,
-        projects,
+        projects, renderer,
     )  # fmt: skip
 
 
@@ -192,7 +195,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 voices_tab.build(demo, studio.voices, studio.tts, library_changed, studio.tracker)
             with gr.Tab("Projects", id="projects"):
                 projects_tab.build(
-                    demo, projects_tab.ProjectHandlers(studio.projects, studio.tts, studio.tracker), library_changed
+                    demo,
+                    projects_tab.ProjectHandlers(studio.projects, studio.renderer, studio.tts, studio.tracker),
+                    library_changed,
                 )
             with gr.Tab("Voice conversion", id="rvc"):
                 rvc_tab.build(demo, studio.rvc, studio.tts, rvc_changed, studio.tracker)

@@ -11,16 +11,25 @@ import gradio as gr
 import pandas as pd
 
 from core.errors import InvalidInput
-from core.fs import resolve_inside
 from core.tts import TTSService
 from core.xtts import languages
 from core.xtts.profiles import DEFAULT_PROFILE, PROFILES, resolve_params
 from projects.frontend import DictEntry
+from projects.render import ProjectRenderer, take_path
 from projects.script import Project, Segment, Settings, Take
 from projects.sources import SUFFIXES, from_text, read_source
 from projects.store import ProjectStore
 from serve.metrics import RequestTracker
-from tabs.common import form_handler, form_inputs, ranged_number, ranged_slider, ui_errors
+from tabs.common import (
+    GPU,
+    StopSwitches,
+    form_handler,
+    form_inputs,
+    progress_callback,
+    ranged_number,
+    ranged_slider,
+    ui_errors,
+)
 
 SEGMENT_HEADERS = ["id", "chapter", "#", "text", "voice", "language", "profile", "seed", "state", "reasons", "seconds"]
 DICT_HEADERS = ["pattern", "replacement", "regex", "case_sensitive", "whole_word", "language"]
@@ -175,14 +184,13 @@ def take_choices(segment: Segment) -> list[tuple[str, int]]:
     return choices
 
 
-def summary_markdown(project: Project) -> str:
-    segments = project.segments()
-    counts = {state: sum(s.state == state for s in segments) for state in ("pending", "rendered", "locked", "flagged")}
-    seconds = sum(take.duration_s for s in segments if (take := s.chosen_take) is not None)
+def summary_markdown(project: Project, status: dict[str, Any]) -> str:
+    states = ", ".join(f"{count} {state}" for state, count in sorted(status["states"].items()))
     lines = [
         f"**{project.name}** · narrator {project.narrator} · {project.language} · "
-        f"{len(project.chapters)} chapters, {len(segments)} segments",
-        "- " + ", ".join(f"{count} {state}" for state, count in counts.items()) + f" · {seconds:.1f} s rendered",
+        f"{status['chapters']} chapters, {status['segments']} segments",
+        f"- {states} · {status['to_render']} to render · {status['rendered_seconds']:.1f} s rendered"
+        + (" · rendering now" if status["rendering"] else ""),
     ]
     lines += [f"- {warning}" for warning in project.warnings]
     return "\n".join(lines)
@@ -191,8 +199,11 @@ def summary_markdown(project: Project) -> str:
 class ProjectHandlers:
     """The tab's events: each validates what the client sent and makes one call into ``projects/``."""
 
-    def __init__(self, store: ProjectStore, tts: TTSService, tracker: RequestTracker) -> None:
-        self.store, self.tts, self.tracker = store, tts, tracker
+    def __init__(
+        self, store: ProjectStore, renderer: ProjectRenderer, tts: TTSService, tracker: RequestTracker
+    ) -> None:
+        self.store, self.renderer, self.tts, self.tracker = store, renderer, tts, tracker
+        self.switches = StopSwitches()
 
     def _voice(self, name: str) -> str:
         return self.tts.resolve_voice(name)[0]
@@ -271,6 +282,51 @@ class ProjectHandlers:
         """Unlock a segment, so it can be edited and rendered again."""
         return asdict(self.store.set_locked(project, str(segment_id), False))
 
+    def choose_take(self, project: str, segment_id: str, take_index: int) -> dict[str, Any]:
+        """Make take `take_index` (0-based, as project_get lists them) the one the segment is exported with."""
+        if isinstance(take_index, float) and take_index.is_integer():
+            take_index = int(take_index)
+        return asdict(self.renderer.choose(project, str(segment_id), take_index))
+
+    # ---- rendering ----------------------------------------------------------------------
+
+    def render_project(
+        self, project: str, chapters: str | None = None, request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> dict[str, Any]:  # fmt: skip
+        """Render what needs rendering in `chapters` ("1, 3-4"; empty: all); a stopped render keeps what it made."""
+        indices = chapter_indices(chapters, self.store.get(project))
+        with (
+            self.tracker.track("ui_project_render", "project") as ticket,
+            self.switches.armed(request) as should_stop,
+        ):
+            report = self.renderer.render(
+                project, chapters=indices, progress=progress_callback(progress, ticket), should_stop=should_stop
+            )
+            ticket.audio_seconds = report.audio_seconds
+        done = len(report.rendered) + len(report.flagged)
+        gr.Info(
+            f"{'Stopped' if report.cancelled else 'Done'}: {done} segments rendered, {len(report.flagged)} flagged."
+        )
+        return report.to_dict()
+
+    def regenerate(
+        self, project: str, segment_id: str, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()
+    ) -> dict[str, Any]:
+        """A new take of one segment with a fresh seed; it becomes the chosen take, the older ones stay."""
+        with (
+            self.tracker.track("ui_project_regenerate", "project") as ticket,
+            self.switches.armed(request) as should_stop,
+        ):
+            segment = self.renderer.regenerate(
+                project, str(segment_id), progress=progress_callback(progress, ticket), should_stop=should_stop
+            )
+        return asdict(segment)
+
+    def status(self, project: str) -> dict[str, Any]:
+        """Segments per state, how many still need rendering, the flagged ones with reasons, rendered seconds."""
+        return self.renderer.status(project)
+
     # ---- dictionaries and settings ------------------------------------------------------
 
     def set_dictionary(self, project: str, entries: pd.DataFrame) -> dict[str, Any]:
@@ -315,7 +371,7 @@ class ProjectHandlers:
             return ("", [], [], [], global_rows, *(getattr(Settings(), key) for key in SETTING_KEYS), "")
         opened = self.store.get(project)
         rows, ids = segment_rows(opened, flagged_only)
-        return (summary_markdown(opened), rows, ids, _dictionary_rows(opened.dictionary), global_rows,
+        return (summary_markdown(opened, self.renderer.status(project)), rows, ids, _dictionary_rows(opened.dictionary), global_rows,
                 *(getattr(opened.settings, key) for key in SETTING_KEYS), opened.settings.background or "")  # fmt: skip
 
     def pick_segment(self, ids: list[str], evt: gr.SelectData) -> str:
@@ -346,9 +402,7 @@ class ProjectHandlers:
         segment = self.store.get(project).segment(segment_id)
         if not isinstance(take_index, int) or not 0 <= take_index < len(segment.takes):
             return None
-        folder = self.store.folder(project)
-        path = resolve_inside(segment.takes[take_index].file, [folder], base=folder, what="take", kind="file")
-        return str(path)
+        return str(take_path(self.store, project, segment.takes[take_index]))
 
 
 def _settings_widgets() -> dict[str, gr.components.Component]:
@@ -422,8 +476,16 @@ def build(demo: gr.Blocks, handlers: ProjectHandlers, library_changed: gr.State)
                 take_player = gr.Audio(label="Take", type="filepath", interactive=False, elem_id="project-take")
                 takes = gr.Dropdown(label="Takes", choices=[], allow_custom_value=True, elem_id="project-takes")
                 with gr.Row():
+                    use_take = gr.Button("Use this take", size="sm")
+                    regenerate = gr.Button("Regenerate", size="sm")
                     lock = gr.Button("Lock", size="sm")
                     unlock = gr.Button("Unlock", size="sm")
+    with gr.Accordion("Render", open=True):
+        with gr.Row():
+            render_chapters = gr.Textbox(label="Chapters (e.g. 1, 3-4; empty: all)", max_lines=1, scale=3)
+            render = gr.Button("Render", variant="primary", elem_id="project-render")
+            stop = gr.Button("Stop", variant="stop")
+        report = gr.JSON(label="Render report", elem_id="project-render-report")
     with gr.Accordion("Pronunciation", open=False):
         dictionary = gr.Dataframe(headers=DICT_HEADERS, datatype=DICT_TYPES, interactive=True,
                                   label="This project's dictionary", elem_id="project-dictionary")  # fmt: skip
@@ -471,6 +533,15 @@ def build(demo: gr.Blocks, handlers: ProjectHandlers, library_changed: gr.State)
                                                "profile": segment_profile, "seed": segment_seed})  # fmt: skip
     refreshed(save_segment.click(ui_errors(form_handler(SegmentForm, h.update_segment)), segment_inputs, answer,
                                  api_name="project_update_segment"))  # fmt: skip
+    gr.api(h.status, api_name="project_status")
+    gpu = {"concurrency_id": GPU, "concurrency_limit": 1}
+    refreshed(render.click(ui_errors(h.render_project), [picked, render_chapters], report, api_name="project_render",
+                           **gpu))  # fmt: skip
+    refreshed(regenerate.click(ui_errors(h.regenerate), [picked, segment_id], answer, api_name="project_regenerate",
+                               **gpu))  # fmt: skip
+    stop.click(h.switches.stop, None, None, api_name="project_stop", queue=False)
+    refreshed(use_take.click(ui_errors(h.choose_take), [picked, segment_id, takes], answer,
+                             api_name="project_choose_take"))  # fmt: skip
     refreshed(lock.click(ui_errors(h.lock_segment), [picked, segment_id], answer, api_name="project_lock_segment"))
     refreshed(
         unlock.click(ui_errors(h.unlock_segment), [picked, segment_id], answer, api_name="project_unlock_segment")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,69 @@ def test_delete_needs_the_confirmation(live_app: dict) -> None:
     assert "Doomed" not in [p["name"] for p in call(live_app, "/project_list")]
     with pytest.raises(AppError, match="There is no project named 'Doomed'"):
         call(live_app, "/project_get", "Doomed")
+
+
+@pytest.fixture(scope="module")
+def rendered(live_app: dict) -> dict:
+    """A three-segment, two-voice project rendered once (one take per segment, verified by Whisper)."""
+    call(live_app, "/project_create", name="Rendered", narrator=NARRATOR, voice_tags=f"Alice = {ALICE}",
+         text="The rain stopped at dawn.\n\n[Alice] Shall we go out?\n\nThey walked to the river.")  # fmt: skip
+    call(live_app, "/project_set_settings", "Rendered", attempts=1)
+    with pytest.raises(AppError, match="'2' is not a chapter of 'Rendered': it has chapters 1 to 1"):
+        call(live_app, "/project_render", "Rendered", "2")
+    report = call(live_app, "/project_render", "Rendered", "1")
+    return {"report": report, "project": call(live_app, "/project_get", "Rendered")}
+
+
+def test_render_then_status(live_app: dict, rendered: dict) -> None:
+    report, project = rendered["report"], rendered["project"]
+    segments = project["chapters"][0]["segments"]
+    assert sorted(report["rendered"] + report["flagged"]) == sorted(s["id"] for s in segments)
+    assert report["cancelled"] is False and report["audio_seconds"] > 0
+    folder = projects_root(live_app) / "rendered"
+    for segment in segments:
+        (take,) = segment["takes"]
+        assert take["chosen"] and sf.info(folder / take["file"]).samplerate == 24000
+        assert take["passed"] is not None and (take["passed"] or take["reasons"])
+    status = call(live_app, "/project_status", "Rendered")
+    assert sum(status["states"].values()) == 3 and status["to_render"] == 0 and status["rendered_seconds"] > 0
+    assert [f["id"] for f in status["flagged"]] == report["flagged"]
+    assert all(f["reasons"] for f in status["flagged"]) and status["rendering"] is False
+    again = call(live_app, "/project_render", "Rendered")
+    assert again["skipped"] == 3 and again["rendered"] == again["flagged"] == []
+
+
+def test_regenerate_choose_lock_and_unlock(live_app: dict, rendered: dict) -> None:
+    first = rendered["project"]["chapters"][0]["segments"][0]["id"]
+    regenerated = call(live_app, "/project_regenerate", "Rendered", first)
+    assert len(regenerated["takes"]) == 2 and [t["chosen"] for t in regenerated["takes"]] == [False, True]
+    assert regenerated["takes"][0]["seed"] != regenerated["takes"][1]["seed"]
+    chosen = call(live_app, "/project_choose_take", "Rendered", first, 0)
+    assert [t["chosen"] for t in chosen["takes"]] == [True, False]
+    with pytest.raises(AppError, match="has 2 takes; there is no take 5"):
+        call(live_app, "/project_choose_take", "Rendered", first, 5)
+    assert call(live_app, "/project_lock_segment", "Rendered", first)["state"] == "locked"
+    with pytest.raises(AppError, match="is locked; unlock it before changing how it sounds"):
+        call(live_app, "/project_update_segment", "Rendered", first, text="Changed.")
+    with pytest.raises(AppError, match="is locked; unlock it before regenerating it"):
+        call(live_app, "/project_regenerate", "Rendered", first)
+    unlocked = call(live_app, "/project_unlock_segment", "Rendered", first)
+    assert unlocked["state"] == ("flagged" if unlocked["takes"][0]["passed"] is False else "rendered")
+    with pytest.raises(AppError, match="has no segment 'nope'"):
+        call(live_app, "/project_regenerate", "Rendered", "nope")
+
+
+def test_stop_ends_a_render_of_the_same_session(live_app: dict) -> None:
+    """Stop is per session: the client that started the render stops it; what was rendered is kept."""
+    call(live_app, "/project_create", name="Stopped", narrator=NARRATOR,
+         text="One sentence here.\n\nA second one there.\n\nAnd a third at the end.")  # fmt: skip
+    call(live_app, "/project_set_settings", "Stopped", verify=False, attempts=1)
+    client = Client(live_app["url"], verbose=False)
+    job = client.submit("Stopped", "", api_name="/project_render")
+    deadline = time.monotonic() + 120
+    while not call(live_app, "/project_status", "Stopped")["rendering"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client.predict(api_name="/project_stop")
+    report = job.result(timeout=120)
+    assert report["cancelled"] is True and len(report["rendered"]) < 3
+    assert call(live_app, "/project_status", "Stopped")["to_render"] == 3 - len(report["rendered"])
