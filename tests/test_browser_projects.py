@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,40 @@ def test_build_a_two_voice_project_and_edit_a_segment(page: Page, live_app: dict
     page.get_by_role("button", name="Save segment").click()
     cell(page, "Nobody answered at all.").wait_for()
     assert project_file(live_app, "browser-book")["chapters"][0]["segments"][2]["text"] == "Nobody answered at all."
+
+
+def wait_for_file(live_app: dict, check: Callable[[dict], bool], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        project = project_file(live_app, "browser-book")
+        if check(project) or time.monotonic() > deadline:
+            return project
+        time.sleep(0.2)
+
+
+def test_render_then_regenerate_one_segment(page: Page, live_app: dict) -> None:
+    page.get_by_role("button", name="Settings ▼").click()
+    takes = page.get_by_label("number input for Takes per segment")
+    takes.fill("1")
+    takes.press("Enter")
+    page.get_by_role("button", name="Save settings").click()
+    assert wait_for_file(live_app, lambda p: p["settings"]["attempts"] == 1)["settings"]["attempts"] == 1
+
+    page.locator("#project-render").click()
+    page.locator("#project-render-report").get_by_text("audio_seconds").wait_for(timeout=300_000)
+    segments = wait_for_file(live_app, lambda p: all(s["takes"] for s in p["chapters"][0]["segments"]))
+    segments = segments["chapters"][0]["segments"]
+    assert [len(s["takes"]) for s in segments] == [1, 1, 1]
+    assert {s["state"] for s in segments} <= {"rendered", "flagged"}
+
+    cell(page, "Who is there?").click()
+    page.locator("#project-take a[data-testid='download-link']").wait_for()
+    page.get_by_role("button", name="Regenerate").click()
+    page.locator("#project-takes input").wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('#project-takes input').value.startsWith('Take 2')", timeout=120_000
+    )
+    alice = project_file(live_app, "browser-book")["chapters"][0]["segments"][1]
+    assert alice["voice"] == "Daisy Studious" and [t["chosen"] for t in alice["takes"]] == [False, True]
+    link = page.locator("#project-take a[data-testid='download-link']").get_attribute("href")
+    assert link and link.endswith(Path(alice["takes"][1]["file"]).name)
