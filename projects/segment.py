@@ -39,7 +39,7 @@ def voice_sections(paragraph: str, names: dict[str, str], warnings: list[str]) -
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in paragraph.split("\n"):
         tag = _VOICE_TAG.match(line)
-        if tag and not PAUSE_TAG.match(line):
+        if tag and not PAUSE_TAG.match(line) and any(ch.isalpha() for ch in tag[1]):  # "[1]" is a footnote mark
             voice = names.get(tag[1].strip().casefold())
             if voice is None:
                 warning = f"Unknown voice tag [{tag[1]}]: the narrator reads that text."

@@ -123,10 +123,10 @@ class TakeVerifier:
         audio16k = soxr.resample(samples, rate, WHISPER_RATE).astype(np.float32) if rate != WHISPER_RATE else samples
         words = self.whisper.transcribe(audio16k, model=self.whisper_model, language=language).words
         transcript = "".join(w.text for w in words).strip()
-        wer, cer = error_rates(text, transcript)
+        wer, cer = error_rates(text, transcript, language)
         duration = len(audio16k) / WHISPER_RATE
         spoken = (words[-1].end - words[0].start) if words else duration
-        seconds_per_char = spoken / len(normalise_text(text))
+        seconds_per_char = spoken / len(normalise_text(text, language))
         repeat = repeat_score(text, transcript, s.repeat_n)
         trailing = self._trailing(audio16k, words[-1].end if words else 0.0)
 

@@ -296,6 +296,15 @@ def test_merge_project_entries_win() -> None:
     assert DictEntry.from_dict(merged[1].to_dict()) == merged[1]
 
 
+def test_a_footnote_mark_is_text_not_a_voice_tag() -> None:
+    project = build_project("Notes", from_text("[1] See the appendix.\n\n[12] And the index."), narrator="Narrator")
+    assert [(s.voice, s.text) for s in project.segments()] == [
+        (None, "[1] See the appendix."),
+        (None, "[12] And the index."),
+    ]
+    assert project.warnings == []
+
+
 def test_pause_tags() -> None:
     assert split_pauses("One. [pause 1.5s] Two. [PAUSE 500ms][pause 0s]") == [
         ("text", "One."),

@@ -70,18 +70,34 @@ class SpeakerEncoder:
             return self._encoder.embed_utterance(wav)
 
 
-def normalise_text(text: str) -> str:
-    """Lower case, no punctuation, single spaces: what WER should compare."""
+def spoken_form(text: str, language: str) -> str:
+    """``text`` with numbers, symbols and abbreviations spelled out as XTTS's own cleaner reads them.
+
+    Whisper writes "12" where the text says "twelve" and the other way round; comparing both
+    in this form keeps that from counting as an error. Unchanged for a language it does not know.
+    """
+    from TTS.tts.layers.xtts.tokenizer import multilingual_cleaners
+
+    try:
+        return multilingual_cleaners(text, language.split("-")[0])
+    except (KeyError, NotImplementedError, ValueError, IndexError):
+        return text
+
+
+def normalise_text(text: str, language: str | None = None) -> str:
+    """Lower case, no punctuation, single spaces: what WER should compare (spoken form with ``language``)."""
+    if language:
+        text = spoken_form(text, language)
     text = unicodedata.normalize("NFKC", text).casefold()
     text = re.sub(r"[^\w\s']", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
-def error_rates(reference: str, hypothesis: str) -> tuple[float, float]:
+def error_rates(reference: str, hypothesis: str, language: str | None = None) -> tuple[float, float]:
     """(WER, CER) of ``hypothesis`` against ``reference``; an empty transcript is all wrong."""
     import jiwer
 
-    ref, hyp = normalise_text(reference), normalise_text(hypothesis)
+    ref, hyp = normalise_text(reference, language), normalise_text(hypothesis, language)
     if not ref:
         return (0.0, 0.0) if not hyp else (1.0, 1.0)
     if not hyp:
@@ -147,7 +163,7 @@ class Scorer:
             sentence = sentences[index] if index < len(sentences) else ""
             audio = load_16k(path)
             transcript = self._transcribe(audio, language)
-            wer, cer = error_rates(sentence, transcript)
+            wer, cer = error_rates(sentence, transcript, language)
             similarity = None
             if reference is not None:
                 embedding = self._embed(audio)
