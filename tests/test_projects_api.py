@@ -142,6 +142,12 @@ def test_delete_needs_the_confirmation(live_app: dict) -> None:
     assert "Doomed" not in [p["name"] for p in call(live_app, "/project_list")]
     with pytest.raises(AppError, match="There is no project named 'Doomed'"):
         call(live_app, "/project_get", "Doomed")
+    for api_name in ("/project_get", "/project_status"):
+        with pytest.raises(AppError, match="may not contain slashes"):
+            call(live_app, api_name, "../outputs")
+    with pytest.raises(AppError, match="may not contain slashes"):
+        call(live_app, "/project_delete", "../../models", True)
+    assert Path(live_app["data"], "models").is_dir()
 
 
 @pytest.fixture(scope="module")
