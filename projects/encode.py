@@ -113,7 +113,7 @@ def encode(
         codec = ["-c:a", "libmp3lame", "-b:a", "192k" if acx else "128k", *(["-ar", "44100"] if acx else []),
                  "-id3v2_version", "3", "-f", "mp3"]  # fmt: skip
     else:
-        codec = ["-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", "-f", "ipod"]
+        codec = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", "64k", "-movflags", "+faststart", "-f", "ipod"]
     run_ffmpeg(
         ["-i", f"file:{wav}", "-f", "ffmetadata", "-i", f"file:{metadata}", "-map", "0:a", "-map_metadata", "1",
          "-map_chapters", "1", *codec, f"file:{target}"],

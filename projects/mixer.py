@@ -21,7 +21,7 @@ import soxr
 
 from projects.timeline import RATE, Placed, Timeline
 
-BLOCK = 1 << 16
+BLOCK = 1 << 18  # about 11 s
 ATTACK_S = 0.15
 RELEASE_S = 0.5
 FADE_S = 0.05  # a background cut off at the end of a narration fades out

@@ -383,6 +383,9 @@ def test_meter_agrees_with_the_whole_file_measure() -> None:
     assert measured.lufs == pytest.approx(integrated_loudness(audio, RATE), abs=0.01)
     assert measured.peak_db == pytest.approx(20 * np.log10(np.max(np.abs(audio))), abs=1e-4)
     assert measured.true_peak_db >= measured.peak_db
+    between = 0.9 * np.sin(np.pi / 4 * np.arange(RATE) + np.pi / 8)  # 3 kHz: every peak falls between samples
+    assert 20 * np.log10(np.abs(between).max()) < 20 * np.log10(0.9) - 0.6
+    assert 20 * np.log10(true_peaks(between)[32:-32].max()) == pytest.approx(20 * np.log10(0.9), abs=0.1)
 
 
 def test_limiter_holds_the_true_peak_and_keeps_length() -> None:
