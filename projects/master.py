@@ -92,7 +92,7 @@ def master(
     before = _measure(mixer, lambda f: report(0.4 * f), should_stop)
     level = getattr(before, goal.measure)
     gain = goal.aim - level if level > -70.0 else 0.0
-    tried = [(0.0, level)]  # (gain, what it gave): the limiter takes more the louder it is pushed
+    previous = (0.0, level)  # (gain, what it gave): the limiter takes more the louder it is pushed
     passes = 1
     while True:
         start, span = _WRITE_SPANS[passes - 1]
@@ -102,8 +102,8 @@ def master(
         reached = getattr(after, goal.measure)
         if abs(goal.aim - reached) <= TOLERANCE or passes > MAX_WRITES or level <= -70.0:
             break
-        (last_gain, last_reached), tried = tried[-1], [*tried, (gain, reached)]
-        slope = (reached - last_reached) / (gain - last_gain) if gain != last_gain else 1.0
+        slope = (reached - previous[1]) / (gain - previous[0]) if gain != previous[0] else 1.0
+        previous = (gain, reached)
         gain += (goal.aim - reached) / min(max(slope, 0.2), 1.0)
     return {
         "target": target,
