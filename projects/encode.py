@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from core.audio import _local_input, _tool
+from core.audio import ffmpeg_tool, local_input_args
 from core.errors import Cancelled, InvalidInput, StudioError
 
 Progress = Callable[[float], None]
@@ -28,7 +28,18 @@ def run_ffmpeg(
     should_stop: ShouldStop | None = None,
 ) -> None:
     """Run ffmpeg with ``args`` (inputs and outputs); ``progress`` gets the fraction of ``duration_s`` done."""
-    command = [_tool("ffmpeg"), "-v", "error", "-nostdin", "-y", "-progress", "pipe:1", "-stats_period", "0.5", *args]
+    command = [
+        ffmpeg_tool("ffmpeg"),
+        "-v",
+        "error",
+        "-nostdin",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.5",
+        *args,
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
@@ -55,7 +66,7 @@ def run_ffmpeg(
 def channels_of(source: Path) -> int:
     """How many channels the first audio stream of ``source`` has (:class:`InvalidInput` if none)."""
     probe = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-of", "json", "-show_streams", "-select_streams", "a", *_local_input(source)],
+        [ffmpeg_tool("ffprobe"), "-v", "error", "-of", "json", "-show_streams", "-select_streams", "a", *local_input_args(source)],
         capture_output=True, timeout=60, check=False,
     )  # fmt: skip
     streams = json.loads(probe.stdout or b"{}").get("streams", []) if probe.returncode == 0 else []
@@ -73,7 +84,7 @@ def decode_to_raw(source: Path, target: Path, rate: int, **kwargs: object) -> in
     count = channels_of(source)
     mono = "pan=mono|c0=" + "+".join(f"{1 / count:.6f}*c{k}" for k in range(count))
     run_ffmpeg(
-        [*_local_input(source), "-map", "0:a:0", "-vn", "-af", f"{mono},aresample={rate}:resampler=soxr",
+        [*local_input_args(source), "-map", "0:a:0", "-vn", "-af", f"{mono},aresample={rate}:resampler=soxr",
          "-f", "f32le", "-c:a", "pcm_f32le", f"file:{target}"],
         duration_s=0.0, what=f"reading the background {source.name}", **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip

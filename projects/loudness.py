@@ -20,7 +20,7 @@ import numpy as np
 from scipy import signal
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-from core.audio import _biquad_high_pass, _biquad_high_shelf
+from core.audio import biquad_high_pass, biquad_high_shelf
 
 LOOKAHEAD_S = 0.005
 HOLD_S = 0.02
@@ -80,8 +80,8 @@ class Meter:
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        shelf = _biquad_high_shelf(rate, 1681.974450955533, 3.999843853973347, 0.7071752369554196)
-        highpass = _biquad_high_pass(rate, 38.13547087602444, 0.5003270373238773)
+        shelf = biquad_high_shelf(rate, 1681.974450955533, 3.999843853973347, 0.7071752369554196)
+        highpass = biquad_high_pass(rate, 38.13547087602444, 0.5003270373238773)
         self._sos = np.array([np.concatenate([b / a[0], a / a[0]]) for b, a in (shelf, highpass)])
         self._state = np.zeros((2, 2))
         self._step = int(0.1 * rate)

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from core.audio import _tool, decode, integrated_loudness
+from core.audio import decode, ffmpeg_tool, integrated_loudness
 from core.errors import Cancelled, InvalidInput
 from projects.export import FORMATS, ExportRequest, export_project
 from projects.loudness import Limiter, Meter, true_peaks
@@ -53,7 +53,7 @@ def add_take(folder: Path, segment: Segment, audio: np.ndarray | Path, rate: int
 
 def ffprobe(path: Path, *entries: str) -> dict[str, Any]:
     out = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-of", "json", *entries, str(path)], capture_output=True, check=True
+        [ffmpeg_tool("ffprobe"), "-v", "error", "-of", "json", *entries, str(path)], capture_output=True, check=True
     )
     return json.loads(out.stdout)
 
@@ -65,7 +65,7 @@ def probe_duration(path: Path) -> float:
 def ebur128(path: Path) -> tuple[float, float]:
     """Integrated loudness and true peak as ffmpeg's own meter reads them."""
     run = subprocess.run(
-        [_tool("ffmpeg"), "-nostats", "-i", str(path), "-filter_complex", "ebur128=peak=true", "-f", "null", "-"],
+        [ffmpeg_tool("ffmpeg"), "-nostats", "-i", str(path), "-filter_complex", "ebur128=peak=true", "-f", "null", "-"],
         capture_output=True,
         check=True,
     )
