@@ -72,14 +72,15 @@ class ClipStats:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-def _tool(name: str) -> str:
+def ffmpeg_tool(name: str) -> str:
+    """The path of an ffmpeg tool (``ffmpeg``, ``ffprobe``); a clear error when it is not installed."""
     path = shutil.which(name)
     if path is None:
         raise InvalidInput(f"{name} is not installed; the studio needs it to read audio (apt install ffmpeg).")
     return path
 
 
-def _local_input(path: Path) -> list[str]:
+def local_input_args(path: Path) -> list[str]:
     """ffmpeg/ffprobe input options that read ``path`` as one plain local file.
 
     The ``file:`` prefix keeps a name such as ``http:x.wav`` from being taken for a protocol.
@@ -109,8 +110,8 @@ def decode(path: Path) -> Decoded:
     if path.stat().st_size == 0:
         raise InvalidInput(f"{name}: the file is empty (0 bytes).")
     probe = subprocess.run(
-        [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-select_streams", "a",
-         *_local_input(path)],
+        [ffmpeg_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-select_streams", "a",
+         *local_input_args(path)],
         capture_output=True,
         timeout=_DECODE_TIMEOUT_S,
         check=False,
@@ -126,7 +127,7 @@ def decode(path: Path) -> Decoded:
     if rate <= 0 or channels <= 0:
         raise InvalidInput(f"{name}: the audio track has no usable sample rate or channels.")
     run = subprocess.run(
-        [_tool("ffmpeg"), "-v", "error", "-nostdin", *_local_input(path), "-map", "0:a:0", "-vn",
+        [ffmpeg_tool("ffmpeg"), "-v", "error", "-nostdin", *local_input_args(path), "-map", "0:a:0", "-vn",
          "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate), "-"],
         capture_output=True,
         timeout=_DECODE_TIMEOUT_S,
@@ -160,8 +161,8 @@ def integrated_loudness(mono: np.ndarray, rate: int) -> float:
     if rate < 8000 or len(mono) < int(0.4 * rate):
         return -70.0
     # K-weighting: a high shelf (+4 dB above ~1.7 kHz) then a high-pass (~38 Hz), as in the standard.
-    shelf = _biquad_high_shelf(rate, 1681.974450955533, 3.999843853973347, 0.7071752369554196)
-    highpass = _biquad_high_pass(rate, 38.13547087602444, 0.5003270373238773)
+    shelf = biquad_high_shelf(rate, 1681.974450955533, 3.999843853973347, 0.7071752369554196)
+    highpass = biquad_high_pass(rate, 38.13547087602444, 0.5003270373238773)
     weighted = signal.lfilter(*highpass, signal.lfilter(*shelf, mono.astype(np.float64)))
     block, step = int(0.4 * rate), int(0.1 * rate)
     starts = range(0, len(weighted) - block + 1, step)
@@ -175,7 +176,7 @@ def integrated_loudness(mono: np.ndarray, rate: int) -> float:
     return float(-0.691 + 10 * np.log10(final.mean())) if final.size else -70.0
 
 
-def _biquad_high_shelf(rate: int, f0: float, gain_db: float, q: float) -> tuple[np.ndarray, np.ndarray]:
+def biquad_high_shelf(rate: int, f0: float, gain_db: float, q: float) -> tuple[np.ndarray, np.ndarray]:
     """The BS.1770 pre-filter (a high shelf) by the bilinear transform, exact at any sample rate."""
     k = np.tan(np.pi * f0 / rate)
     vh = 10 ** (gain_db / 20)
@@ -186,7 +187,7 @@ def _biquad_high_shelf(rate: int, f0: float, gain_db: float, q: float) -> tuple[
     return b, a
 
 
-def _biquad_high_pass(rate: int, f0: float, q: float) -> tuple[np.ndarray, np.ndarray]:
+def biquad_high_pass(rate: int, f0: float, q: float) -> tuple[np.ndarray, np.ndarray]:
     """The BS.1770 RLB weighting (a second-order high-pass) by the bilinear transform."""
     k = np.tan(np.pi * f0 / rate)
     norm = 1 + k / q + k * k

@@ -12,7 +12,7 @@ import subprocess
 
 import numpy as np
 
-from core.audio import _tool
+from core.audio import ffmpeg_tool
 from core.errors import StudioError
 
 FIT_TOLERANCE_S = 0.05  # a cue this much longer than its slot still counts as fitting
@@ -45,7 +45,7 @@ def time_stretch(audio: np.ndarray, rate: int, factor: float) -> np.ndarray:
     if not 0.5 <= factor <= 2.0:
         raise ValueError(f"atempo takes factors from 0.5 to 2.0, not {factor}")
     command = [
-        _tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(rate), "-ac", "1",
+        ffmpeg_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(rate), "-ac", "1",
         "-i", "pipe:0", "-filter:a", f"atempo={factor:.4f}", "-f", "f32le", "-ar", str(rate), "-ac", "1", "pipe:1",
     ]  # fmt: skip
     done = subprocess.run(command, input=np.asarray(audio, dtype="<f4").tobytes(), capture_output=True, check=False)
