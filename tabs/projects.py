@@ -6,15 +6,19 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 import pandas as pd
 
 from core.errors import InvalidInput
+from core.fs import resolve_inside
 from core.tts import TTSService
 from core.xtts import languages
 from core.xtts.profiles import DEFAULT_PROFILE, PROFILES, resolve_params
+from projects.export import FORMATS, ExportRequest, export_project
 from projects.frontend import DictEntry
+from projects.loudness import TARGETS
 from projects.render import ProjectRenderer, take_path
 from projects.script import Project, Segment, Settings, Take
 from projects.sources import SUFFIXES, from_text, read_source
@@ -95,6 +99,16 @@ class SettingsForm:
             verify=bool(self.verify), attempts=int(self.attempts), max_speed=float(self.max_speed),
             max_stretch=float(self.max_stretch), duck_db=float(self.duck_db),
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportForm:
+    """What Export sends: the parameters of the ``project_export`` endpoint."""
+
+    project: str
+    formats: list[str] | None = None
+    chapters: str | None = None
+    loudness: str = "podcast"
 
 
 def parse_tag_lines(text: str | None) -> dict[str, str]:
@@ -323,6 +337,43 @@ class ProjectHandlers:
             )
         return asdict(segment)
 
+    def export(
+        self, form: ExportForm, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()
+    ) -> dict[str, Any]:
+        """Export the rendered project (audio, subtitles, segment list) with a zip; `url` is where the zip downloads.
+
+        Paths are relative to the projects folder; the `url` is relative to the studio's address.
+        """
+        chapters = chapter_indices(form.chapters, self.store.get(form.project))
+        export_request = ExportRequest(
+            formats=tuple(form.formats or ()), chapters=None if chapters is None else tuple(chapters),
+            loudness=form.loudness,
+        )  # fmt: skip
+        with self.switches.armed(request) as should_stop:
+            result = export_project(
+                self.store, form.project, export_request, progress=progress_callback(progress), should_stop=should_stop
+            )
+        return {**result.to_dict(), "url": f"/gradio_api/file={quote(str(result.zip.resolve()))}"}
+
+    def show_export(self, project: str, exported: dict[str, Any] | None) -> tuple[str | None, str]:
+        """The zip to download and a summary of an export; the zip must be one of the project's."""
+        if not exported:
+            return None, ""
+        zipped = resolve_inside(self.store.root / str(exported["zip"]), [self.store.folder(project)], kind="file",
+                                what="export")  # fmt: skip
+        after = exported["loudness"].get("after", {})
+        lines = [
+            f"**{exported['duration_s']:.1f} s** in {len(exported['chapters'])} chapters · "
+            + ", ".join(f"{kind}" for kind in exported["files"]),
+            f"- loudness {exported['loudness']['target']}: "
+            + ", ".join(f"{key} {value}" for key, value in after.items()),
+        ]
+        lines += [
+            f"- “{overlap['text']}” runs {overlap['seconds']:.2f} s into the next cue"
+            for overlap in exported["overlaps"]
+        ]
+        return str(zipped), "\n".join(lines)
+
     def status(self, project: str) -> dict[str, Any]:
         """Segments per state, how many still need rendering, the flagged ones with reasons, rendered seconds."""
         return self.renderer.status(project)
@@ -486,6 +537,17 @@ def build(demo: gr.Blocks, handlers: ProjectHandlers, library_changed: gr.State)
             render = gr.Button("Render", variant="primary", elem_id="project-render")
             stop = gr.Button("Stop", variant="stop")
         report = gr.JSON(label="Render report", elem_id="project-render-report")
+    with gr.Accordion("Export", open=True):
+        with gr.Row():
+            formats = gr.CheckboxGroup(list(FORMATS), value=list(FORMATS), label="Formats")
+            export_chapters = gr.Textbox(label="Chapters (e.g. 1, 3-4; empty: all)", max_lines=1)
+            loudness = gr.Radio(list(TARGETS), value="podcast", label="Loudness target",
+                                info="podcast: -16 LUFS; acx: audiobook RMS -23 to -18 dB, peaks under -3 dB.")  # fmt: skip
+        export = gr.Button("Export", variant="primary", elem_id="project-export")
+        with gr.Row():
+            export_file = gr.File(label="Export (zip)", interactive=False, elem_id="project-export-file")
+            export_summary = gr.Markdown(elem_id="project-export-summary")
+        exported = gr.JSON(visible=False)
     with gr.Accordion("Pronunciation", open=False):
         dictionary = gr.Dataframe(headers=DICT_HEADERS, datatype=DICT_TYPES, interactive=True,
                                   label="This project's dictionary", elem_id="project-dictionary")  # fmt: skip
@@ -540,6 +602,11 @@ def build(demo: gr.Blocks, handlers: ProjectHandlers, library_changed: gr.State)
     refreshed(regenerate.click(ui_errors(h.regenerate), [picked, segment_id], answer, api_name="project_regenerate",
                                **gpu))  # fmt: skip
     stop.click(h.switches.stop, None, None, api_name="project_stop", queue=False)
+    export_inputs = form_inputs(ExportForm, {"project": picked, "formats": formats, "chapters": export_chapters,
+                                             "loudness": loudness})  # fmt: skip
+    exporting = export.click(ui_errors(form_handler(ExportForm, h.export)), export_inputs, exported,
+                             api_name="project_export", concurrency_id="project-export", concurrency_limit=1)  # fmt: skip
+    exporting.success(ui_errors(h.show_export), [picked, exported], [export_file, export_summary], **private)
     refreshed(use_take.click(ui_errors(h.choose_take), [picked, segment_id, takes], answer,
                              api_name="project_choose_take"))  # fmt: skip
     refreshed(lock.click(ui_errors(h.lock_segment), [picked, segment_id], answer, api_name="project_lock_segment"))

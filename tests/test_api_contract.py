@@ -212,6 +212,8 @@ def test_a_project_from_text_to_export_in_new_clients(script: Script) -> None:
     assert script("/project_lock_segment", "Contract Book", first["id"])["state"] == "locked"
     assert script("/project_unlock_segment", "Contract Book", first["id"])["state"] != "locked"
     script("/project_stop")
+    exported = script("/project_export", "Contract Book", ["srt", "json"])
+    assert set(exported["files"]) == {"srt", "json"} and exported["url"].startswith("/gradio_api/file=")
     script("/project_delete", "Contract Book", True)
     assert script("/project_list") == []
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -99,3 +101,18 @@ def test_render_then_regenerate_one_segment(page: Page, live_app: dict) -> None:
     assert alice["voice"] == "Daisy Studious" and [t["chosen"] for t in alice["takes"]] == [False, True]
     link = page.locator("#project-take a[data-testid='download-link']").get_attribute("href")
     assert link and link.endswith(Path(alice["takes"][1]["file"]).name)
+
+
+def test_export_and_download_the_zip(page: Page) -> None:
+    page.locator("#project-export").click()
+    link = page.locator("#project-export-file a[data-testid='download-link']")
+    link.wait_for(timeout=300_000)
+    response = page.request.get(link.get_attribute("href"))
+    assert response.ok
+    with zipfile.ZipFile(io.BytesIO(response.body())) as archive:
+        names = sorted(Path(name).name for name in archive.namelist())
+        subtitles = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".srt"))
+    book = [f"browser-book.{kind}" for kind in ("m4b", "mp3", "srt", "vtt", "wav")]
+    assert names == [*book, "segments.json"]
+    assert "Who is there?" in subtitles and "Nobody answered at all." in subtitles
+    page.locator("#project-export-summary").get_by_text("loudness podcast").wait_for()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import soundfile as sf
 from gradio_client import Client, handle_file
@@ -214,3 +217,30 @@ def test_stop_ends_a_render_of_the_same_session(live_app: dict) -> None:
     report = job.result(timeout=120)
     assert report["cancelled"] is True and len(report["rendered"]) < 3
     assert call(live_app, "/project_status", "Stopped")["to_render"] == 3 - len(report["rendered"])
+
+
+def test_export_returns_data_and_a_download_url(live_app: dict, rendered: dict) -> None:
+    exported = call(live_app, "/project_export", "Rendered", ["wav", "srt", "json"], "1", "podcast")
+    assert set(exported["files"]) == {"wav", "srt", "json"} and exported["duration_s"] > 0
+    assert exported["zip"].startswith("rendered/exports/") and exported["loudness"]["target"] == "podcast"
+    zipped = projects_root(live_app) / exported["zip"]
+    assert exported["url"] == f"/gradio_api/file={zipped.resolve()}"
+    response = httpx.get(live_app["url"] + exported["url"].lstrip("/"), timeout=30)
+    assert response.status_code == 200 and response.content == zipped.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        names = sorted(Path(name).name for name in archive.namelist())
+    assert names == ["rendered.srt", "rendered.wav", "segments.json"]
+    srt = (projects_root(live_app) / exported["files"]["srt"]).read_text()
+    assert "Shall we go out?" in srt and "-->" in srt
+    for args, message in [
+        ((["ogg"], "", "podcast"), "'ogg' .* is not in the list of choices"),
+        (([], "", "podcast"), "Choose at least one export format"),
+        ((["wav"], "3", "podcast"), "'3' is not a chapter of 'Rendered'"),
+        ((["wav"], "", "loud"), "'loud' .* is not in the list of choices"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            call(live_app, "/project_export", "Rendered", *args)
+    call(live_app, "/project_create", name="Unrendered", text="Nothing rendered yet.", narrator=NARRATOR)
+    with pytest.raises(AppError, match="no chosen take"):
+        call(live_app, "/project_export", "Unrendered", ["wav"])
+    assert list((projects_root(live_app) / "unrendered").rglob("*.zip")) == []
