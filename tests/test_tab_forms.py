@@ -27,7 +27,8 @@ from projects.sources import from_text
 from tabs.checkpoints import CheckpointHandlers
 from tabs.common import form_handler, form_inputs, progress_callback, ui_errors
 from tabs.dataset import BuildForm, DatasetHandlers
-from tabs.projects import CreateForm, ProjectHandlers, SegmentForm, SettingsForm
+from tabs.project_forms import CreateForm, SegmentForm, SettingsForm
+from tabs.projects import ProjectHandlers
 from tabs.rvc import ConversionForm, RVCHandlers
 from tabs.training import TrainingForm, TrainingHandlers
 from tabs.tts import SpeechForm, SpeechHandlers
