@@ -60,6 +60,9 @@ def test_build_a_two_voice_project_and_edit_a_segment(page: Page, live_app: dict
         "id => document.querySelector('#project-segment-id textarea, #project-segment-id input').value === id",
         arg=segments[2]["id"],
     )
+    page.wait_for_function(  # the editor fills in after the selection settles
+        "() => document.querySelector('#project-segment-text textarea').value === 'Nobody answered her.'"
+    )
     field(page, "project-segment-text").fill("Nobody answered at all.")
     page.get_by_role("button", name="Save segment").click()
     cell(page, "Nobody answered at all.").wait_for()
@@ -78,10 +81,13 @@ def wait_for_file(live_app: dict, check: Callable[[dict], bool], timeout: float 
 def test_render_then_regenerate_one_segment(page: Page, live_app: dict) -> None:
     page.get_by_role("button", name="Settings ▼").click()
     takes = page.get_by_label("number input for Takes per segment")
-    takes.fill("1")
-    takes.press("Enter")
-    page.get_by_role("button", name="Save settings").click()
-    assert wait_for_file(live_app, lambda p: p["settings"]["attempts"] == 1)["settings"]["attempts"] == 1
+    for _ in range(3):  # a view refresh still in flight can put the slider back, as a person would see and redo
+        takes.fill("1")
+        takes.press("Enter")
+        page.get_by_role("button", name="Save settings").click()
+        if wait_for_file(live_app, lambda p: p["settings"]["attempts"] == 1, timeout=15)["settings"]["attempts"] == 1:
+            break
+    assert project_file(live_app, "browser-book")["settings"]["attempts"] == 1
 
     page.locator("#project-render").click()
     page.locator("#project-render-report").get_by_text("audio_seconds").wait_for(timeout=300_000)
