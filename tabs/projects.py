@@ -93,8 +93,10 @@ class ProjectHandlers:
             states: dict[str, int] = {}
             for segment in project.segments():
                 states[segment.state] = states.get(segment.state, 0) + 1
-            listed.append({"name": project.name, "narrator": project.narrator, "language": project.language,
-                           "chapters": len(project.chapters), "segments": len(project.segments()), "states": states})  # fmt: skip
+            listed.append({
+                "name": project.name, "narrator": project.narrator, "language": project.language,
+                "chapters": len(project.chapters), "segments": len(project.segments()), "states": states,
+            })  # fmt: skip
         return listed
 
     def get_project(self, project: str) -> dict[str, Any]:
@@ -222,7 +224,7 @@ class ProjectHandlers:
     # ---- dictionaries and settings ------------------------------------------------------
 
     def set_dictionary(self, project: str, entries: pd.DataFrame) -> dict[str, Any]:
-        """Replace the project's pronunciation dictionary (a table of DICT_HEADERS); returns the invalidated segments."""
+        """Replace the project's pronunciation dictionary (a DICT_HEADERS table); returns the invalidated segments."""
         changed = self.store.set_dictionary(project, dictionary_entries(entries))
         gr.Info(f"Dictionary saved; {len(changed)} segments will be rendered again.")
         return {"invalidated": changed}
@@ -263,7 +265,8 @@ class ProjectHandlers:
             return ("", [], [], [], global_rows, *(getattr(Settings(), key) for key in SETTING_KEYS), "")
         opened = self.store.get(project)
         rows, ids = segment_rows(opened, flagged_only)
-        return (summary_markdown(opened, self.renderer.status(project)), rows, ids, dictionary_rows(opened.dictionary), global_rows,
+        summary = summary_markdown(opened, self.renderer.status(project))
+        return (summary, rows, ids, dictionary_rows(opened.dictionary), global_rows,
                 *(getattr(opened.settings, key) for key in SETTING_KEYS), opened.settings.background or "")  # fmt: skip
 
     def pick_segment(self, ids: list[str], evt: gr.SelectData) -> str:

@@ -1,4 +1,4 @@
-"""The Projects tab's named endpoints on the real app, each call from a fresh gradio_client.Client, as a script calls."""
+"""The Projects tab's named endpoints on the real app, each call from a fresh gradio_client.Client, as scripts do."""
 
 from __future__ import annotations
 
