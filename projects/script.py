@@ -150,6 +150,18 @@ class Project:
                 return segment
         raise InvalidInput(f"The project '{self.name}' has no segment '{segment_id}'.")
 
+    def chapter_indexes(self, chapters: list[int] | tuple[int, ...] | None) -> list[int]:
+        """The chapter indexes (from 0) asked for, in book order; all for ``None``; checked."""
+        count = len(self.chapters)
+        if chapters is None:
+            return list(range(count))
+        for index in chapters:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+                raise InvalidInput(
+                    f"The project '{self.name}' has chapters 0 to {count - 1}; there is no chapter {index!r}."
+                )
+        return sorted(set(chapters))
+
     def voice_of(self, segment: Segment) -> str:
         return segment.voice or self.narrator
 
