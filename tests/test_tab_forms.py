@@ -23,9 +23,12 @@ from core.errors import InvalidInput
 from core.fs import UnsafePath
 from core.reference import PREPARED_TTL_S, check_clips, save_prepared
 from core.settings import parse_settings
+from projects.sources import from_text
 from tabs.checkpoints import CheckpointHandlers
 from tabs.common import form_handler, form_inputs, progress_callback, ui_errors
 from tabs.dataset import BuildForm, DatasetHandlers
+from tabs.project_forms import CreateForm, SegmentForm, SettingsForm
+from tabs.projects import ProjectHandlers
 from tabs.rvc import ConversionForm, RVCHandlers
 from tabs.training import TrainingForm, TrainingHandlers
 from tabs.tts import SpeechForm, SpeechHandlers
@@ -171,6 +174,9 @@ def test_the_widgets_must_match_the_form() -> None:
         (ConversionForm, RVCHandlers.convert_voice),
         (BuildForm, DatasetHandlers.build_dataset),
         (TrainingForm, TrainingHandlers.start_training),
+        (CreateForm, ProjectHandlers.create_project),
+        (SegmentForm, ProjectHandlers.update_segment),
+        (SettingsForm, ProjectHandlers.set_settings),
     ],
 )
 def test_each_form_is_what_its_handler_takes(form: type, handler: Callable[..., Any]) -> None:
@@ -219,6 +225,10 @@ def gpu_events(studio: webui.Studio, dataset: Path) -> dict[str, Callable[[], An
         studio.review, studio.blind, tracker, exports_root=settings.exports_dir, imported_root=settings.finetuned_dir,
         voices=studio.tts.voices, readable_roots=settings.readable_roots, served_roots=settings.served_roots,
     )  # fmt: skip
+    projects = ProjectHandlers(studio.projects, studio.renderer, studio.tts, tracker)
+    if "Gate Book" not in studio.projects.list():
+        studio.projects.create("Gate Book", from_text("Hello there."), narrator="Claribel Dervla")
+    first = studio.projects.get("Gate Book").segments()[0].id
     progress = gr.Progress()
     return {
         "ui_synthesize": lambda: ui_errors(form_handler(SpeechForm, tts.synthesize))("Hello.", progress=progress),
@@ -242,6 +252,8 @@ def gpu_events(studio: webui.Studio, dataset: Path) -> dict[str, Callable[[], An
         "ui_back_to_base": lambda: ui_errors(review.back_to_base)(),
         "ui_speak_checkpoint": lambda: ui_errors(review.speak_checkpoint)("base", "Hello."),
         "ui_blind_pair": lambda: ui_errors(review.blind_pair)("base", "base", "Hello."),
+        "ui_project_render": lambda: ui_errors(projects.render_project)("Gate Book", "", None, progress),
+        "ui_project_regenerate": lambda: ui_errors(projects.regenerate)("Gate Book", first, None, progress),
     }
 
 
@@ -265,7 +277,7 @@ def test_a_full_gate_refuses_every_ui_gpu_event_with_the_queues_message(studio: 
     finally:
         for _ in range(gate.capacity):
             gate.leave()
-    assert gate.depth == 0 and len(events) == 17
+    assert gate.depth == 0 and len(events) == 19
 
 
 def test_a_ui_gpu_event_holds_a_place_in_the_gate_while_it_runs(studio: webui.Studio, tmp_path: Path) -> None:
