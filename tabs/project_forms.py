@@ -102,22 +102,6 @@ def parse_tag_lines(text: str | None) -> dict[str, str]:
     return tags
 
 
-def chapter_indices(text: str | None, project: Project) -> list[int] | None:
-    """Chapter numbers as typed ("1, 3-4"; empty: all) as 0-based indices, each checked against ``project``."""
-    if not (text or "").strip():
-        return None
-    count, picked = len(project.chapters), []
-    for part in str(text).split(","):
-        bounds = part.strip().split("-")
-        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
-            raise InvalidInput(f"'{part.strip()}' is not a chapter number or range (e.g. 1, 3-4).")
-        low, high = int(bounds[0]), int(bounds[-1])
-        if not 1 <= low <= high <= count:
-            raise InvalidInput(f"'{part.strip()}' is not a chapter of '{project.name}': it has chapters 1 to {count}.")
-        picked.extend(index - 1 for index in range(low, high + 1) if index - 1 not in picked)
-    return picked
-
-
 def dictionary_entries(table: pd.DataFrame | dict[str, Any] | None) -> list[DictEntry]:
     """The rows of a dictionary table as entries; rows without a pattern are blank rows of the editor."""
     if table is None:
