@@ -10,10 +10,23 @@ import pandas as pd
 
 from core.errors import InvalidInput
 from core.xtts.profiles import DEFAULT_PROFILE
-from projects.frontend import DictEntry
+from projects.frontend import DictEntry, spoken_text
 from projects.script import Project, Segment, Settings, Take
 
-SEGMENT_HEADERS = ["id", "chapter", "#", "text", "voice", "language", "profile", "seed", "state", "reasons", "seconds"]
+SEGMENT_HEADERS = [
+    "id",
+    "chapter",
+    "#",
+    "text",
+    "spoken as",
+    "voice",
+    "language",
+    "profile",
+    "seed",
+    "state",
+    "reasons",
+    "seconds",
+]
 DICT_HEADERS = ["pattern", "replacement", "regex", "case_sensitive", "whole_word", "language"]
 DICT_TYPES = ["str", "str", "bool", "bool", "bool", "str"]
 SETTING_KEYS = ("paragraph_gap_s", "chapter_gap_s", "verify", "attempts", "max_speed", "max_stretch", "duck_db")
@@ -134,8 +147,10 @@ def _shown_take(segment: Segment) -> Take | None:
     return segment.chosen_take or (segment.takes[-1] if segment.takes else None)
 
 
-def segment_rows(project: Project, flagged_only: bool = False) -> tuple[list[list[object]], list[str]]:
-    """The segments table and the segment id of each row."""
+def segment_rows(
+    project: Project, entries: list[DictEntry], flagged_only: bool = False
+) -> tuple[list[list[object]], list[str]]:
+    """The segments table and the segment id of each row; "spoken as" is the text after the dictionary."""
     rows, ids = [], []
     for number, chapter in enumerate(project.chapters, start=1):
         for index, segment in enumerate(chapter.segments, start=1):
@@ -143,7 +158,8 @@ def segment_rows(project: Project, flagged_only: bool = False) -> tuple[list[lis
                 continue
             take = _shown_take(segment)
             rows.append([
-                segment.id, number, index, segment.text, project.voice_of(segment), project.language_of(segment),
+                segment.id, number, index, segment.text, spoken_text(segment.text, entries, project.language_of(segment)),
+                project.voice_of(segment), project.language_of(segment),
                 project.profile_of(segment) or DEFAULT_PROFILE, "" if segment.seed is None else segment.seed,
                 segment.state, "; ".join(take.reasons) if take else "", round(take.duration_s, 2) if take else "",
             ])  # fmt: skip

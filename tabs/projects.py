@@ -261,7 +261,7 @@ class ProjectHandlers:
         if not project:
             return ("", [], [], [], global_rows, *(getattr(Settings(), key) for key in SETTING_KEYS), "")
         opened = self.store.get(project)
-        rows, ids = segment_rows(opened, flagged_only)
+        rows, ids = segment_rows(opened, self.store.entries(opened), flagged_only)
         return (summary_markdown(opened, self.renderer.status(project)), rows, ids, dictionary_rows(opened.dictionary), global_rows,
                 *(getattr(opened.settings, key) for key in SETTING_KEYS), opened.settings.background or "")  # fmt: skip
 

@@ -458,3 +458,17 @@ def test_build_project_from_blocks_keeps_chapter_titles() -> None:
     project = build_project("B", sources, narrator="N", language="de")
     assert [c.title for c in project.chapters] == ["Intro", "Chapter 2"]
     assert project.language_of(project.segments()[0]) == "de"
+
+
+def test_the_segments_table_shows_the_text_as_it_is_spoken() -> None:
+    from projects.frontend import spoken_text
+    from tabs.project_forms import SEGMENT_HEADERS, segment_rows
+
+    entries = [DictEntry("Nguyen", "Win")]
+    assert spoken_text("Nguyen waits. [pause 500ms] Then Nguyen goes.", entries, "en") == (
+        "Win waits. [pause 0.5s] Then Win goes."
+    )
+    project = build_project("Names", from_text("Nguyen waits."), narrator="Narrator")
+    rows, ids = segment_rows(project, entries)
+    row = dict(zip(SEGMENT_HEADERS, rows[0], strict=True))
+    assert (row["text"], row["spoken as"], ids) == ("Nguyen waits.", "Win waits.", [project.segments()[0].id])
