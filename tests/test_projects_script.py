@@ -472,3 +472,14 @@ def test_the_segments_table_shows_the_text_as_it_is_spoken() -> None:
     rows, ids = segment_rows(project, entries)
     row = dict(zip(SEGMENT_HEADERS, rows[0], strict=True))
     assert (row["text"], row["spoken as"], ids) == ("Nguyen waits.", "Win waits.", [project.segments()[0].id])
+
+
+def test_an_edited_text_with_a_voice_tag_or_a_bad_pause_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    store, project = _store_with_book(tmp_path)
+    first = project.segments()[0]
+    with pytest.raises(InvalidInput, match=r"voice tag \[Bob\]; choose the segment's voice"):
+        store.update_segment("My Book", first.id, text="[Bob] Hello.")
+    with pytest.raises(InvalidInput, match="needs a length"):
+        store.update_segment("My Book", first.id, text="Hello [pause soon] there.")
+    assert store.get("My Book").segments()[0].text == first.text
+    assert store.update_segment("My Book", first.id, text="[1] A footnote. [pause 1s] Then more.").state == "pending"
