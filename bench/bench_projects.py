@@ -11,7 +11,9 @@ tiny.en (or --whisper-model):
   verification cost as a share of the verified render's time;
 - starts the real app and sends the same segment texts to the OpenAI-compatible route, one
   request per segment, as a script without projects would, and prints the project render's
-  time against it.
+  time against it;
+- verifies espeak-ng speech of the same texts, since Whisper's voice-activity filter skips
+  most of the tiny model's noise, and prints that cost against a segment's synthesis.
 """
 
 from __future__ import annotations
@@ -74,6 +76,28 @@ def render_once(
     return report.seconds, report.audio_seconds, len(report.rendered) + len(report.flagged)
 
 
+def verify_speech(whisper_model: str, texts: list[str], root: Path) -> float:
+    """Seconds per segment to verify espeak-ng speech of ``texts``: words Whisper can hear, unlike the
+    tiny model's noise, which its voice-activity filter mostly skips."""
+    from core.audio import decode
+    from core.device import DeviceScheduler
+    from projects.verify import TakeVerifier
+    from tests.conftest import speak
+    from train.transcribe import Whisper
+
+    verifier = TakeVerifier(Whisper(DeviceScheduler("cpu")), whisper_model)
+    clips = {}
+    for text in dict.fromkeys(texts):
+        decoded = decode(speak(text, root / f"{len(clips)}.wav"))
+        clips[text] = decoded.mono(), decoded.sample_rate
+    verifier.verify(*clips[texts[0]], texts[0], "en")  # load Whisper first
+    started = time.perf_counter()
+    passed = sum(verifier.verify(*clips[text], text, "en").passed for text in texts)
+    seconds = (time.perf_counter() - started) / len(texts)
+    print(f"espeak-ng takes that pass verification: {passed} of {len(texts)}")
+    return seconds
+
+
 def api_once(model_dir: Path, texts: list[str]) -> float:
     """Wall seconds to speak ``texts`` through ``/v1/audio/speech``, one request after another."""
     from tests.conftest import running_app
@@ -108,7 +132,10 @@ def main() -> int:
 
     off_s, audio_s, count = render_once(model_dir, whisper_model, text, verify=False, root=work / "off")
     on_s, _, _ = render_once(model_dir, whisper_model, text, verify=True, root=work / "on")
-    api_s = api_once(model_dir, text.split("\n\n"))
+    texts = text.split("\n\n")
+    api_s = api_once(model_dir, texts)
+    (work / "speech").mkdir()
+    speech_s = verify_speech(whisper_model, texts, work / "speech")
 
     print(f"model: {model_dir}\nwhisper: {whisper_model}\nsegments: {count}  audio: {audio_s:.1f} s")
     print(f"{'run':<34}{'wall s':>9}{'seg/s':>8}{'x real time':>13}")
@@ -117,6 +144,9 @@ def main() -> int:
         print(f"{label:<34}{seconds:>9.1f}{count / seconds:>8.2f}{audio_s / seconds:>13.2f}")
     print(f"verification cost: {(on_s - off_s) / on_s:.1%} of the verified render (target under 30%)")
     print(f"project render (verification off) vs the route: {off_s / api_s:.2f}x the time")
+    per_segment = off_s / count
+    print(f"verifying real speech (espeak-ng): {speech_s:.2f} s a segment, "
+          f"{speech_s / (per_segment + speech_s):.1%} of a verified segment at this synthesis speed")  # fmt: skip
     return 0
 
 

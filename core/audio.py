@@ -166,7 +166,11 @@ def integrated_loudness(mono: np.ndarray, rate: int) -> float:
     weighted = signal.lfilter(*highpass, signal.lfilter(*shelf, mono.astype(np.float64)))
     block, step = int(0.4 * rate), int(0.1 * rate)
     starts = range(0, len(weighted) - block + 1, step)
-    powers = np.array([np.mean(weighted[s : s + block] ** 2) for s in starts])
+    return gated_loudness(np.array([np.mean(weighted[s : s + block] ** 2) for s in starts]))
+
+
+def gated_loudness(powers: np.ndarray) -> float:
+    """BS.1770's gating over the mean squares of 400 ms K-weighted blocks: the loudness in LUFS."""
     loud = -0.691 + 10 * np.log10(np.maximum(powers, 1e-12))
     gated = powers[loud > -70.0]
     if gated.size == 0:

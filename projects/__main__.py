@@ -9,7 +9,7 @@ what was rendered is kept and the next ``render`` resumes.
 Examples::
 
     python -m projects create "My Book" --source book.epub --narrator "Claribel Dervla"
-    python -m projects render "My Book" --chapters 0,1
+    python -m projects render "My Book" --chapters 1-2
     python -m projects export "My Book" --formats m4b,srt --loudness acx
 """
 
@@ -42,24 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tag", action="append", default=[], metavar="TAG=VOICE", help="a voice tag, e.g. Alice=Daisy")
     render = commands.add_parser("render", help="render what needs rendering (resumes)")
     render.add_argument("name")
-    render.add_argument("--chapters", help="chapter numbers from 0, comma-separated (default: all)")
+    render.add_argument("--chapters", help='chapter numbers from 1, such as "1, 3-4" (default: all)')
     status = commands.add_parser("status", help="counts per state and the flagged segments, as JSON")
     status.add_argument("name")
     export = commands.add_parser("export", help="audio, subtitles and JSON of the rendered project, and a zip")
     export.add_argument("name")
     export.add_argument("--formats", default="wav,mp3,m4b,srt,vtt,json")
-    export.add_argument("--chapters")
+    export.add_argument("--chapters", help='chapter numbers from 1, such as "1, 3-4" (default: all)')
     export.add_argument("--loudness", default="podcast", choices=("none", "podcast", "acx"))
     return parser
-
-
-def _chapters(raw: str | None) -> list[int] | None:
-    if not raw:
-        return None
-    try:
-        return [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError as exc:
-        raise SystemExit(f"--chapters takes numbers such as 0,2 ({exc})") from exc
 
 
 def _tags(raw: list[str]) -> dict[str, str]:
@@ -103,15 +94,15 @@ def run(args: argparse.Namespace, studio_args: Sequence[str]) -> int:
     elif args.command == "render":
         stop = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        report = renderer.render(args.name, chapters=_chapters(args.chapters), progress=_progress,
-                                 should_stop=stop.is_set)  # fmt: skip
+        chapters = store.get(args.name).chapters_numbered(args.chapters)
+        report = renderer.render(args.name, chapters=chapters, progress=_progress, should_stop=stop.is_set)
         _print(report.to_dict())
         return 130 if report.cancelled else 0
     elif args.command == "status":
         _print(renderer.status(args.name))
     elif args.command == "export":
         formats = tuple(part.strip() for part in args.formats.split(",") if part.strip())
-        chapters = _chapters(args.chapters)
+        chapters = store.get(args.name).chapters_numbered(args.chapters)
         request = ExportRequest(formats=formats, chapters=tuple(chapters) if chapters else None, loudness=args.loudness)
         _print(export_project(store, args.name, request, progress=_progress).to_dict())
     return 0

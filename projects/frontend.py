@@ -143,6 +143,12 @@ def spoken_pieces(
     return pieces, used
 
 
+def spoken_text(text: str, entries: list[DictEntry], language: str) -> str:
+    """``text`` as it is sent to the engine (dictionary applied), pause tags shown where they fall."""
+    pieces, _ = spoken_pieces(text, entries, language)
+    return " ".join(str(value) if kind == "text" else f"[pause {float(value):g}s]" for kind, value in pieces)
+
+
 def spoken_fingerprint(
     text: str, entries: list[DictEntry], voice: str, language: str, profile: str | None, seed: int | None
 ) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import signal
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-from core.audio import biquad_high_pass, biquad_high_shelf
+from core.audio import biquad_high_pass, biquad_high_shelf, gated_loudness
 
 LOOKAHEAD_S = 0.005
 HOLD_S = 0.02
@@ -126,21 +126,11 @@ class Meter:
         block = int(0.4 * self.rate)
         if len(steps) >= 4 and self._count >= block:
             powers = (steps[:-3] + steps[1:-2] + steps[2:-1] + steps[3:]) / block
-            lufs = _gated(powers)
+            lufs = gated_loudness(powers)
         else:
             lufs = -70.0
         rms = np.sqrt(self._squares / self._count) if self._count else 0.0
         return Measurement(lufs, _db(rms), _db(self._peak), _db(self._true_peak))
-
-
-def _gated(powers: np.ndarray) -> float:
-    loud = -0.691 + 10 * np.log10(np.maximum(powers, 1e-12))
-    gated = powers[loud > -70.0]
-    if gated.size == 0:
-        return -70.0
-    relative = -0.691 + 10 * np.log10(gated.mean()) - 10.0
-    final = powers[(loud > -70.0) & (loud > relative)]
-    return float(-0.691 + 10 * np.log10(final.mean())) if final.size else -70.0
 
 
 class Limiter:

@@ -79,21 +79,6 @@ def base_seed(segment: Segment) -> int:
     return int.from_bytes(hashlib.sha256(segment.id.encode("utf-8")).digest()[:4], "big")
 
 
-def chapter_indexes(project: Project, chapters: list[int] | tuple[int, ...] | None) -> list[int]:
-    """The chapter indexes (0-based) asked for, checked; all chapters for ``None``."""
-    if chapters is None:
-        return list(range(len(project.chapters)))
-    wanted = []
-    for index in chapters:
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(project.chapters):
-            raise InvalidInput(
-                f"The project '{project.name}' has chapters 0 to {len(project.chapters) - 1}, not {index!r}."
-            )
-        if index not in wanted:
-            wanted.append(index)
-    return sorted(wanted)
-
-
 class ProjectRenderer:
     def __init__(
         self,
@@ -190,7 +175,7 @@ class ProjectRenderer:
         with self._exclusive(project.name):
             entries = self.store.entries(project)
             asked = [
-                segment for index in chapter_indexes(project, chapters) for segment in project.chapters[index].segments
+                segment for index in project.chapter_indexes(chapters) for segment in project.chapters[index].segments
             ]
             todo = [segment for segment in asked if self.needs_render(project, segment, entries)]
             report.skipped = len(asked) - len(todo)

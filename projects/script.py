@@ -150,6 +150,33 @@ class Project:
                 return segment
         raise InvalidInput(f"The project '{self.name}' has no segment '{segment_id}'.")
 
+    def chapter_indexes(self, chapters: list[int] | tuple[int, ...] | None) -> list[int]:
+        """The chapter indexes (from 0) asked for, in book order; all for ``None``; checked."""
+        count = len(self.chapters)
+        if chapters is None:
+            return list(range(count))
+        for index in chapters:
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+                raise InvalidInput(
+                    f"The project '{self.name}' has chapters 0 to {count - 1}; there is no chapter {index!r}."
+                )
+        return sorted(set(chapters))
+
+    def chapters_numbered(self, text: str | None) -> list[int] | None:
+        """Chapter numbers as a person types them ("1, 3-4", from 1; empty: all) as checked indexes from 0."""
+        if not (text or "").strip():
+            return None
+        count, picked = len(self.chapters), []
+        for part in str(text).split(","):
+            bounds = part.strip().split("-")
+            if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
+                raise InvalidInput(f"'{part.strip()}' is not a chapter number or range (e.g. 1, 3-4).")
+            low, high = int(bounds[0]), int(bounds[-1])
+            if not 1 <= low <= high <= count:
+                raise InvalidInput(f"'{part.strip()}' is not a chapter of '{self.name}': it has chapters 1 to {count}.")
+            picked.extend(index - 1 for index in range(low, high + 1) if index - 1 not in picked)
+        return picked
+
     def voice_of(self, segment: Segment) -> str:
         return segment.voice or self.narrator
 

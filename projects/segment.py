@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from core.errors import InvalidInput
 from core.xtts.text import split_for_synthesis
 from projects.frontend import PAUSE_TAG, split_pauses
 from projects.script import Chapter, Project, Segment, Settings
@@ -39,7 +40,7 @@ def voice_sections(paragraph: str, names: dict[str, str], warnings: list[str]) -
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in paragraph.split("\n"):
         tag = _VOICE_TAG.match(line)
-        if tag and not PAUSE_TAG.match(line) and any(ch.isalpha() for ch in tag[1]):  # "[1]" is a footnote mark
+        if _is_voice_tag(line, tag):
             voice = names.get(tag[1].strip().casefold())
             if voice is None:
                 warning = f"Unknown voice tag [{tag[1]}]: the narrator reads that text."
@@ -50,6 +51,21 @@ def voice_sections(paragraph: str, names: dict[str, str], warnings: list[str]) -
         if line.strip():
             sections[-1][1].append(line.strip())
     return [(voice, " ".join(lines)) for voice, lines in sections if lines]
+
+
+def _is_voice_tag(line: str, tag: re.Match[str] | None) -> bool:
+    """A ``[Name]`` at the start of a line, not a pause tag and not a footnote mark such as ``[1]``."""
+    return tag is not None and not PAUSE_TAG.match(line) and any(ch.isalpha() for ch in tag[1])
+
+
+def check_edited_text(text: str) -> None:
+    """Refuse an edited segment text with a bad pause tag, or a voice tag (the voice column sets the voice)."""
+    split_pauses(text)
+    tag = _VOICE_TAG.match(text)
+    if _is_voice_tag(text, tag):
+        raise InvalidInput(
+            f"The text starts with the voice tag [{tag[1]}]; choose the segment's voice in its voice field instead."
+        )
 
 
 def split_text(text: str, language: str) -> list[str]:

@@ -23,7 +23,7 @@ from core.fs import child, clean_name, recover, remove_folder, slug, write_bytes
 from core.outputs import wav_bytes
 from projects.frontend import DictEntry, merge_dictionaries, spoken_fingerprint
 from projects.script import STATES, Project, Segment, Settings, Take
-from projects.segment import build_project
+from projects.segment import build_project, check_edited_text
 from projects.sources import SourceChapter
 
 PROJECT_FILE = "project.json"
@@ -212,6 +212,8 @@ class ProjectStore:
             for key, value in changes.items():
                 setattr(segment, key, value.strip() if key == "text" and isinstance(value, str) else value)
             segment.validate()
+            if "text" in changes:
+                check_edited_text(segment.text)
             if self.fingerprint(project, segment, entries) != before:
                 if segment.state == "locked":
                     raise InvalidInput(f"Segment {segment_id} is locked; unlock it before changing how it sounds.")

@@ -104,16 +104,7 @@ class Timeline:
 
 def selected_chapters(project: Project, chapters: Sequence[int] | None) -> list[int]:
     """The chapter indexes to export, in book order; :class:`InvalidInput` for one the project lacks."""
-    count = len(project.chapters)
-    if chapters is None:
-        indexes = list(range(count))
-    else:
-        wrong = [i for i in chapters if not 0 <= i < count]
-        if wrong:
-            raise InvalidInput(
-                f"The project '{project.name}' has chapters 0 to {count - 1}; there is no chapter {wrong[0]}."
-            )
-        indexes = sorted(set(chapters))
+    indexes = project.chapter_indexes(chapters)
     if not any(project.chapters[i].segments for i in indexes):
         raise InvalidInput(f"The chapters chosen in '{project.name}' have no segments to export.")
     return indexes

@@ -10,10 +10,23 @@ import pandas as pd
 
 from core.errors import InvalidInput
 from core.xtts.profiles import DEFAULT_PROFILE
-from projects.frontend import DictEntry
+from projects.frontend import DictEntry, spoken_text
 from projects.script import Project, Segment, Settings, Take
 
-SEGMENT_HEADERS = ["id", "chapter", "#", "text", "voice", "language", "profile", "seed", "state", "reasons", "seconds"]
+SEGMENT_HEADERS = [
+    "id",
+    "chapter",
+    "#",
+    "text",
+    "spoken as",
+    "voice",
+    "language",
+    "profile",
+    "seed",
+    "state",
+    "reasons",
+    "seconds",
+]
 DICT_HEADERS = ["pattern", "replacement", "regex", "case_sensitive", "whole_word", "language"]
 DICT_TYPES = ["str", "str", "bool", "bool", "bool", "str"]
 SETTING_KEYS = ("paragraph_gap_s", "chapter_gap_s", "verify", "attempts", "max_speed", "max_stretch", "duck_db")
@@ -102,22 +115,6 @@ def parse_tag_lines(text: str | None) -> dict[str, str]:
     return tags
 
 
-def chapter_indices(text: str | None, project: Project) -> list[int] | None:
-    """Chapter numbers as typed ("1, 3-4"; empty: all) as 0-based indices, each checked against ``project``."""
-    if not (text or "").strip():
-        return None
-    count, picked = len(project.chapters), []
-    for part in str(text).split(","):
-        bounds = part.strip().split("-")
-        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
-            raise InvalidInput(f"'{part.strip()}' is not a chapter number or range (e.g. 1, 3-4).")
-        low, high = int(bounds[0]), int(bounds[-1])
-        if not 1 <= low <= high <= count:
-            raise InvalidInput(f"'{part.strip()}' is not a chapter of '{project.name}': it has chapters 1 to {count}.")
-        picked.extend(index - 1 for index in range(low, high + 1) if index - 1 not in picked)
-    return picked
-
-
 def dictionary_entries(table: pd.DataFrame | dict[str, Any] | None) -> list[DictEntry]:
     """The rows of a dictionary table as entries; rows without a pattern are blank rows of the editor."""
     if table is None:
@@ -150,8 +147,10 @@ def _shown_take(segment: Segment) -> Take | None:
     return segment.chosen_take or (segment.takes[-1] if segment.takes else None)
 
 
-def segment_rows(project: Project, flagged_only: bool = False) -> tuple[list[list[object]], list[str]]:
-    """The segments table and the segment id of each row."""
+def segment_rows(
+    project: Project, entries: list[DictEntry], flagged_only: bool = False
+) -> tuple[list[list[object]], list[str]]:
+    """The segments table and the segment id of each row; "spoken as" is the text after the dictionary."""
     rows, ids = [], []
     for number, chapter in enumerate(project.chapters, start=1):
         for index, segment in enumerate(chapter.segments, start=1):
@@ -159,7 +158,8 @@ def segment_rows(project: Project, flagged_only: bool = False) -> tuple[list[lis
                 continue
             take = _shown_take(segment)
             rows.append([
-                segment.id, number, index, segment.text, project.voice_of(segment), project.language_of(segment),
+                segment.id, number, index, segment.text, spoken_text(segment.text, entries, project.language_of(segment)),
+                project.voice_of(segment), project.language_of(segment),
                 project.profile_of(segment) or DEFAULT_PROFILE, "" if segment.seed is None else segment.seed,
                 segment.state, "; ".join(take.reasons) if take else "", round(take.duration_s, 2) if take else "",
             ])  # fmt: skip

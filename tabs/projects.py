@@ -41,7 +41,6 @@ from tabs.project_forms import (
     ExportForm,
     SegmentForm,
     SettingsForm,
-    chapter_indices,
     dictionary_entries,
     dictionary_rows,
     parse_tag_lines,
@@ -152,7 +151,7 @@ class ProjectHandlers:
         progress: gr.Progress = gr.Progress(),
     ) -> dict[str, Any]:  # fmt: skip
         """Render what needs rendering in `chapters` ("1, 3-4"; empty: all); a stopped render keeps what it made."""
-        indices = chapter_indices(chapters, self.store.get(project))
+        indices = self.store.get(project).chapters_numbered(chapters)
         with (
             self.tracker.track("ui_project_render", "project") as ticket,
             self.switches.armed(request) as should_stop,
@@ -187,7 +186,7 @@ class ProjectHandlers:
 
         Paths are relative to the projects folder; the `url` is relative to the studio's address.
         """
-        chapters = chapter_indices(form.chapters, self.store.get(form.project))
+        chapters = self.store.get(form.project).chapters_numbered(form.chapters)
         export_request = ExportRequest(
             formats=tuple(form.formats or ()), chapters=None if chapters is None else tuple(chapters),
             loudness=form.loudness,
@@ -264,7 +263,7 @@ class ProjectHandlers:
         if not project:
             return ("", [], [], [], global_rows, *(getattr(Settings(), key) for key in SETTING_KEYS), "")
         opened = self.store.get(project)
-        rows, ids = segment_rows(opened, flagged_only)
+        rows, ids = segment_rows(opened, self.store.entries(opened), flagged_only)
         summary = summary_markdown(opened, self.renderer.status(project))
         return (summary, rows, ids, dictionary_rows(opened.dictionary), global_rows,
                 *(getattr(opened.settings, key) for key in SETTING_KEYS), opened.settings.background or "")  # fmt: skip

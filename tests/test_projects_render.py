@@ -17,10 +17,11 @@ from core.outputs import OutputStore
 from core.tts import PreparedRequest, TTSRequest, TTSService
 from core.xtts.engine import XTTSEngine
 from projects import fit
+from projects.export import ExportRequest, export_project
 from projects.frontend import DictEntry
 from projects.render import RATE, ProjectRenderer, base_seed, take_path
 from projects.script import Settings
-from projects.sources import Block, SourceChapter, from_markdown
+from projects.sources import Block, SourceChapter, from_markdown, from_srt
 from projects.store import ProjectStore
 from train.transcribe import Whisper
 
@@ -113,7 +114,7 @@ def test_render_speaks_the_spoken_text_with_each_voice_then_resumes_and_rerender
 def test_a_chosen_chapter_renders_alone_and_a_bad_chapter_is_refused(kit) -> None:
     store, tts, renderer = kit
     name = book(store, unchecked())
-    with pytest.raises(InvalidInput, match="chapters 0 to 1"):
+    with pytest.raises(InvalidInput, match="chapters 0 to 1; there is no chapter 5"):
         renderer.render(name, chapters=[5])
     report = renderer.render(name, chapters=[1])
     assert report.rendered == [store.get(name).chapters[1].segments[0].id] and report.skipped == 0
@@ -234,3 +235,40 @@ def test_render_refuses_what_it_cannot_render(kit) -> None:
     with pytest.raises(InvalidInput, match="Unknown voice 'Nobody Known'"):
         renderer.render("Ghost")
     assert not renderer.is_rendering("Ghost")  # a failed render frees the project
+
+
+SRT = """1
+00:00:00,500 --> 00:00:04,000
+Hello there.
+
+2
+00:00:05,250 --> 00:00:05,400
+This cue is far too short to say.
+
+3
+00:00:09,000 --> 00:00:13,000
+Goodbye now.
+"""
+
+
+def test_an_srt_dub_renders_places_each_cue_at_its_start_and_flags_the_one_that_cannot_fit(kit) -> None:
+    store, _, renderer = kit
+    store.create("Dub SRT", from_srt(SRT), narrator=NARRATOR, settings=unchecked())
+    report = renderer.render("Dub SRT")
+    cues = store.get("Dub SRT").segments()
+    assert report.rendered == [cues[0].id, cues[2].id] and report.flagged == [cues[1].id]
+    squeezed = cues[1].chosen_take
+    assert squeezed is not None and squeezed.overflow_s > 1.0 and "slot" in squeezed.reasons[0]
+
+    result = export_project(store, "Dub SRT", ExportRequest(formats=("wav", "srt"), loudness="none"))
+    mix, rate = sf.read(result.files["wav"], dtype="float32")
+    # random weights speak noise from the first sample: each cue's onset is where the mix turns loud
+    level = np.convolve(np.abs(mix), np.ones(int(rate * 0.005)) / (rate * 0.005), mode="same")
+    loud = level > 0.01
+    onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) / rate
+    for cue in (cues[0], cues[2]):
+        assert np.min(np.abs(onsets - cue.start)) < 0.05, (cue.start, onsets[:10])
+    assert abs(onsets[0] - 0.5) < 0.05 and not loud[: int(0.45 * rate)].any()
+    srt = result.files["srt"].read_text(encoding="utf-8")
+    assert "00:00:00,500 --> " in srt and "00:00:09,000 --> " in srt
+    assert result.overlaps == []  # the flagged cue is longer than its slot but ends before the next cue

@@ -458,3 +458,28 @@ def test_build_project_from_blocks_keeps_chapter_titles() -> None:
     project = build_project("B", sources, narrator="N", language="de")
     assert [c.title for c in project.chapters] == ["Intro", "Chapter 2"]
     assert project.language_of(project.segments()[0]) == "de"
+
+
+def test_the_segments_table_shows_the_text_as_it_is_spoken() -> None:
+    from projects.frontend import spoken_text
+    from tabs.project_forms import SEGMENT_HEADERS, segment_rows
+
+    entries = [DictEntry("Nguyen", "Win")]
+    assert spoken_text("Nguyen waits. [pause 500ms] Then Nguyen goes.", entries, "en") == (
+        "Win waits. [pause 0.5s] Then Win goes."
+    )
+    project = build_project("Names", from_text("Nguyen waits."), narrator="Narrator")
+    rows, ids = segment_rows(project, entries)
+    row = dict(zip(SEGMENT_HEADERS, rows[0], strict=True))
+    assert (row["text"], row["spoken as"], ids) == ("Nguyen waits.", "Win waits.", [project.segments()[0].id])
+
+
+def test_an_edited_text_with_a_voice_tag_or_a_bad_pause_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    store, project = _store_with_book(tmp_path)
+    first = project.segments()[0]
+    with pytest.raises(InvalidInput, match=r"voice tag \[Bob\]; choose the segment's voice"):
+        store.update_segment("My Book", first.id, text="[Bob] Hello.")
+    with pytest.raises(InvalidInput, match="needs a length"):
+        store.update_segment("My Book", first.id, text="Hello [pause soon] there.")
+    assert store.get("My Book").segments()[0].text == first.text
+    assert store.update_segment("My Book", first.id, text="[1] A footnote. [pause 1s] Then more.").state == "pending"
