@@ -268,6 +268,10 @@ class ProjectHandlers:
         return (summary, rows, ids, dictionary_rows(opened.dictionary), global_rows,
                 *(getattr(opened.settings, key) for key in SETTING_KEYS), opened.settings.background or "")  # fmt: skip
 
+    def show_segments(self, project: str | None, flagged_only: bool) -> tuple[Any, ...]:
+        """Summary and segments only: a segment change must not reset dictionaries or settings being edited."""
+        return self.show(project, flagged_only)[:3]
+
     def pick_segment(self, ids: list[str], evt: gr.SelectData) -> str:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not isinstance(row, int) or not 0 <= row < len(ids):
@@ -413,10 +417,12 @@ def build(demo: gr.Blocks, handlers: ProjectHandlers, library_changed: gr.State)
     view = [summary, table, ids, dictionary, global_dictionary, *(settings[k] for k in SETTING_KEYS), background_now]
     panel = [segment_text, segment_voice, segment_language, segment_profile, segment_seed, takes, take_player]
     show, choices, segment_panel = ui_errors(h.show), h.choices, ui_errors(h.segment_panel)
+    show_segments = ui_errors(h.show_segments)
 
-    def refreshed(event: Any) -> None:
-        """After a change: the project's views, then the segment editor."""
-        event.success(show, [picked, flagged_only], view, **private).then(
+    def refreshed(event: Any, *, everything: bool = False) -> None:
+        """After a change: the segments (or the whole view, after a dictionary or settings save), then the editor."""
+        shown = (show, view) if everything else (show_segments, view[:3])
+        event.success(shown[0], [picked, flagged_only], shown[1], **private).then(
             segment_panel, [picked, segment_id], panel, **private
         )
 
@@ -457,12 +463,12 @@ def build(demo: gr.Blocks, handlers: ProjectHandlers, library_changed: gr.State)
         unlock.click(ui_errors(h.unlock_segment), [picked, segment_id], answer, api_name="project_unlock_segment")
     )
     refreshed(save_dictionary.click(ui_errors(h.set_dictionary), [picked, dictionary], answer,
-                                    api_name="project_set_dictionary"))  # fmt: skip
+                                    api_name="project_set_dictionary"), everything=True)  # fmt: skip
     refreshed(save_global.click(ui_errors(h.set_global_dictionary), global_dictionary, answer,
-                                api_name="project_set_global_dictionary"))  # fmt: skip
+                                api_name="project_set_global_dictionary"), everything=True)  # fmt: skip
     settings_inputs = form_inputs(SettingsForm, {"project": picked, **settings})
     refreshed(save_settings.click(ui_errors(form_handler(SettingsForm, h.set_settings)), settings_inputs, answer,
-                                  api_name="project_set_settings"))  # fmt: skip
+                                  api_name="project_set_settings"), everything=True)  # fmt: skip
     deleted = delete.click(ui_errors(h.delete_project), [picked, confirm], picked, api_name="project_delete")
     deleted.success(choices, picked, picked, **private)
     voices = [narrator, segment_voice]
