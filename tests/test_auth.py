@@ -57,6 +57,19 @@ def test_gradio_api_needs_the_key_too(locked_app: dict) -> None:
     assert Path(path).stat().st_size > 44
 
 
+def test_a_project_export_download_url_needs_the_key(locked_app: dict) -> None:
+    """``project_export`` hands back ``/gradio_api/file=<zip>``: that URL is behind the same login."""
+    exports = Path(locked_app["data"], "outputs", "projects", "book", "exports")
+    exports.mkdir(parents=True)
+    zipped = exports / "20261202-000000-abcd.zip"
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))
+    url = f"{locked_app['url']}gradio_api/file={zipped.resolve()}"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer sk-nope-nope"}).status_code == 401
+    allowed = httpx.get(url, headers={"Authorization": f"Bearer {KEY}"})
+    assert allowed.status_code == 200 and allowed.content == zipped.read_bytes()
+
+
 def test_login_page_then_the_studio(locked_app: dict, chromium_path: str) -> None:
     url = locked_app["url"]
     assert httpx.get(url, follow_redirects=False).status_code == 303
