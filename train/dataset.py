@@ -62,7 +62,9 @@ class BuildOptions:
     speaker: str = ""
     language: str | None = None  # None: detect
     whisper_model: str = "small"
-    whisper_batch_size: int = 4  # batched transcription (see train.transcribe); 0: sequential
+    # batched transcription (see train.transcribe); 0: Whisper's sequential loop. 1 is the fastest on a
+    # CPU (bench/bench_dataset.py: the windows, not the batching, save the time); larger ones are for a GPU
+    whisper_batch_size: int = 1
     eval_fraction: float = 0.1
     min_s: float = 2.0
     max_s: float = 12.0
