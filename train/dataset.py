@@ -62,6 +62,9 @@ class BuildOptions:
     speaker: str = ""
     language: str | None = None  # None: detect
     whisper_model: str = "small"
+    # batched transcription (see train.transcribe); 0: Whisper's sequential loop. 1 is the fastest on a
+    # CPU (bench/bench_dataset.py: the windows, not the batching, save the time); larger ones are for a GPU
+    whisper_batch_size: int = 1
     eval_fraction: float = 0.1
     min_s: float = 2.0
     max_s: float = 12.0
@@ -168,6 +171,8 @@ class DatasetBuilder:
         name = fs.clean_name(options.name, noun="dataset")
         if not 0.0 <= options.eval_fraction < 0.5:
             raise InvalidInput("The eval fraction must be between 0 and 0.5.")
+        if not 0 <= options.whisper_batch_size <= 64:
+            raise InvalidInput("The Whisper batch size must be between 0 (sequential) and 64.")
         if not 0.5 <= options.min_s < options.max_s <= 30:
             raise InvalidInput("Clip lengths must satisfy 0.5 <= min < max <= 30 seconds.")
         inputs = list(files) + (source_io.folder_media(folder) if folder else [])
@@ -232,7 +237,9 @@ class DatasetBuilder:
             report_progress(share, f"Source {index + 1} of {len(usable)}: {source['name']}")
             try:
                 audio, fingerprint = self._extract(source["path"], target)
-                transcript, fresh = self._transcript(audio, fingerprint, target, options, source["name"])
+                audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
+                speech = speech_regions(audio16k)  # one VAD pass serves the transcription and the cuts
+                transcript, fresh = self._transcript(audio16k, speech, fingerprint, target, options, source["name"])
             except InvalidInput as exc:
                 source["error"] = str(exc)
                 continue
@@ -241,7 +248,7 @@ class DatasetBuilder:
             if fresh:
                 transcribed_now.append(fingerprint)
             languages.append(transcript.language)
-            clips += self._cut(audio, fingerprint, transcript, target, options, source["name"])
+            clips += self._cut(audio, speech, fingerprint, transcript, target, options, source["name"])
         if not any("error" not in s for s in sources):
             raise InvalidInput("No source could be used:\n- " + "\n- ".join(s["error"] for s in sources))
         language = options.language or (max(set(languages), key=languages.count) if languages else "en")
@@ -263,17 +270,32 @@ class DatasetBuilder:
         return mono, fingerprint
 
     def _transcript(
-        self, audio: np.ndarray, fingerprint: str, target: Path, options: BuildOptions, name: str
+        self,
+        audio16k: np.ndarray,
+        speech: list[tuple[float, float]],
+        fingerprint: str,
+        target: Path,
+        options: BuildOptions,
+        name: str,
     ) -> tuple[Transcript, bool]:
+        """The source's transcript, from the cache when it has one for this model and requested language.
+
+        Batched and sequential transcripts are alike (words with times), so either serves as the cache entry.
+        """
         cached = target / "transcripts" / f"{fingerprint}.json"
         if cached.is_file():
             data = json.loads(cached.read_text(encoding="utf-8"))
             if data.get("model") == options.whisper_model and data.get("requested_language") == options.language:
                 return Transcript.from_dict(data), False
-        audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
-        if not speech_regions(audio16k):
+        if not speech:
             raise InvalidInput(f"{name}: no speech was found in it (silence or music only).")
-        transcript = self.whisper.transcribe(audio16k, model=options.whisper_model, language=options.language)
+        transcript = self.whisper.transcribe(
+            audio16k,
+            model=options.whisper_model,
+            language=options.language,
+            batch_size=options.whisper_batch_size,
+            regions=speech,
+        )
         if not transcript.words:
             raise InvalidInput(f"{name}: Whisper heard no words in it.")
         payload = {**transcript.to_dict(), "model": options.whisper_model, "requested_language": options.language}
@@ -283,6 +305,7 @@ class DatasetBuilder:
     def _cut(
         self,
         audio: np.ndarray,
+        speech: list[tuple[float, float]],
         fingerprint: str,
         transcript: Transcript,
         target: Path,
@@ -290,8 +313,6 @@ class DatasetBuilder:
         name: str,
     ) -> list[ClipRecord]:
         duration = len(audio) / TRAIN_RATE
-        audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
-        speech = speech_regions(audio16k)
         levels = frame_levels_db(audio, TRAIN_RATE)
         quiet = levels[~voiced_frames(audio, TRAIN_RATE)]
         noise_floor = float(np.percentile(quiet, 50)) if quiet.size >= 25 else float(np.percentile(levels, 5))

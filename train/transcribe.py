@@ -1,4 +1,12 @@
-"""faster-whisper: voice activity (its bundled Silero VAD) and transcription with word timestamps."""
+"""faster-whisper: voice activity (its bundled Silero VAD) and transcription with word timestamps.
+
+Transcription runs one of two ways over the same loaded model:
+
+- sequential (``batch_size=0``): faster-whisper's own loop, seeking window by window over the VAD-kept speech;
+- batched (``batch_size >= 1``): its ``BatchedInferencePipeline`` over windows cut at pauses from
+  :func:`speech_regions` (real audio, pauses inside kept, so word times need no remapping). Windows do not
+  overlap and decode text only (words are timed by alignment), which is what makes it faster even at batch 1.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,9 @@ class Transcript:
     def from_dict(cls, data: dict) -> Transcript:
         return cls(str(data["language"]), [Word(float(a), float(b), str(t), float(p)) for a, b, t, p in data["words"]])
 
+
+WINDOW_S = 30.0  # Whisper's input length
+WINDOW_PAD_S = 0.2  # audio kept either side of the speech in a window
 
 _SIZE_MB = {"tiny": 75, "base": 145, "small": 484, "medium": 1530, "large-v3": 3090, "turbo": 1620}
 MODEL = "whisper"  # the name in the device registry
@@ -105,8 +116,23 @@ class Whisper:
             self.scheduler.models.loaded(MODEL)
         return self._models[name]
 
-    def transcribe(self, audio16k: np.ndarray, *, model: str, language: str | None = None) -> Transcript:
-        """Words with times and probabilities; ``language=None`` detects it."""
+    def transcribe(
+        self,
+        audio16k: np.ndarray,
+        *,
+        model: str,
+        language: str | None = None,
+        batch_size: int = 0,
+        regions: list[tuple[float, float]] | None = None,
+    ) -> Transcript:
+        """Words with times and probabilities; ``language=None`` detects it.
+
+        ``batch_size >= 1`` transcribes batched over windows of the speech ``regions`` (found here when not given).
+        """
+        if batch_size < 0:
+            raise ValueError("batch_size must be 0 (sequential) or more")
+        if batch_size:
+            return self._batched(audio16k, model, language, batch_size, regions)
         with self.scheduler.slot(MODEL):  # segments decode lazily: consume them inside the slot
             segments, info = self._model(model).transcribe(
                 audio16k,
@@ -115,6 +141,32 @@ class Whisper:
                 vad_filter=True,
                 beam_size=5,
                 condition_on_previous_text=False,  # keeps one bad segment from derailing the rest
+            )
+            words = [Word(w.start, w.end, w.word, w.probability) for segment in segments for w in (segment.words or [])]
+        return Transcript(info.language, words)
+
+    def _batched(
+        self,
+        audio16k: np.ndarray,
+        model: str,
+        language: str | None,
+        batch_size: int,
+        regions: list[tuple[float, float]] | None,
+    ) -> Transcript:
+        from faster_whisper import BatchedInferencePipeline
+
+        clips = speech_windows(speech_regions(audio16k) if regions is None else regions, len(audio16k) / WHISPER_RATE)
+        if not clips:
+            return Transcript(language or "en", [])
+        with self.scheduler.slot(MODEL):
+            pipeline = BatchedInferencePipeline(self._model(model))
+            segments, info = pipeline.transcribe(
+                audio16k,
+                language=language,
+                word_timestamps=True,
+                beam_size=5,
+                batch_size=batch_size,
+                clip_timestamps=[{"start": start, "end": end} for start, end in clips],
             )
             words = [Word(w.start, w.end, w.word, w.probability) for segment in segments for w in (segment.words or [])]
         return Transcript(info.language, words)
@@ -129,6 +181,25 @@ class Whisper:
                 condition_on_previous_text=False,
             )  # fmt: skip
             return " ".join(s.text.strip() for s in segments)
+
+
+def speech_windows(regions: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """Consecutive speech regions grouped into windows of at most :data:`WINDOW_S` of audio, cut in pauses.
+
+    A single region longer than a window (speech without a 0.3 s pause) is cut into equal parts.
+    """
+    pieces: list[tuple[float, float]] = []
+    for start, end in regions:
+        start, end = max(0.0, start - WINDOW_PAD_S), min(duration, end + WINDOW_PAD_S)
+        parts = int(np.ceil((end - start) / WINDOW_S))
+        pieces += [(start + (end - start) * i / parts, start + (end - start) * (i + 1) / parts) for i in range(parts)]
+    windows: list[tuple[float, float]] = []
+    for start, end in pieces:
+        if windows and end - windows[-1][0] <= WINDOW_S:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((max(start, windows[-1][1]) if windows else start, end))
+    return windows
 
 
 def speech_regions(audio16k: np.ndarray) -> list[tuple[float, float]]:
