@@ -18,16 +18,21 @@ from core.errors import StudioError
 FIT_TOLERANCE_S = 0.05  # a cue this much longer than its slot still counts as fitting
 
 
+def fits(duration_s: float, slot_s: float) -> bool:
+    """Whether a cue of ``duration_s`` fits ``slot_s`` within the tolerance (a slot of 0 or less: no slot)."""
+    return slot_s <= 0 or duration_s <= slot_s + FIT_TOLERANCE_S
+
+
 def speed_for(duration_s: float, slot_s: float, max_speed: float) -> float:
     """The XTTS speed that should bring a take of ``duration_s`` at speed 1 into ``slot_s``."""
-    if slot_s <= 0 or duration_s <= slot_s + FIT_TOLERANCE_S:
+    if fits(duration_s, slot_s):
         return 1.0
     return round(min(max_speed, duration_s / slot_s * 1.03), 3)  # XTTS's speed is not exact: aim a little short
 
 
 def stretch_for(duration_s: float, slot_s: float, max_stretch: float) -> float:
     """The time-stretch factor (> 1 shortens) that fits ``duration_s`` into ``slot_s``, bounded."""
-    if slot_s <= 0 or duration_s <= slot_s + FIT_TOLERANCE_S:
+    if fits(duration_s, slot_s):
         return 1.0
     return round(min(max_stretch, duration_s / slot_s), 4)
 

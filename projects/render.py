@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from core.audio import trim_silence
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import Cancelled, InvalidInput
-from core.fs import child, resolve_inside, write_bytes
+from core.fs import child, write_bytes
 from core.outputs import wav_bytes
 from core.tts import TTSRequest, TTSService
 from core.xtts.profiles import DEFAULT_PROFILE
@@ -39,7 +38,7 @@ from projects import fit
 from projects.frontend import DictEntry, spoken_pieces
 from projects.script import Project, Segment, Take
 from projects.store import ProjectStore
-from projects.verify import DEFAULT_NORM, TakeCheck, TakeVerifier, VerifySettings, best_take, voice_norm
+from projects.verify import TakeCheck, TakeVerifier, VerifySettings, best_take, voice_norm
 from train.transcribe import Whisper
 
 RATE = XTTS_OUTPUT_RATE
@@ -242,7 +241,7 @@ class ProjectRenderer:
             if take.passed and take.speed == 1.0 and take.seconds_per_char
         ]
         if len(values) < NORM_MIN_TAKES:
-            return self.verify_settings.norm or DEFAULT_NORM
+            return self.verify_settings.norm
         return voice_norm(values)  # type: ignore[arg-type]
 
     def _synthesise(
@@ -371,9 +370,3 @@ class ProjectRenderer:
 
 def _preview(text: str, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def take_path(store: ProjectStore, name: str, take: Take) -> Path:
-    """The absolute path of a take's file, checked to lie inside its project folder."""
-    folder = store.folder(name)
-    return resolve_inside(folder / take.file, [folder], what="take file", kind="file")

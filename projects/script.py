@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from core.fs import resolve_inside
 from projects.frontend import DictEntry
 
 SCHEMA_VERSION = 1
@@ -47,6 +49,10 @@ class Take:
     overflow_s: float = 0.0
     fingerprint: str = ""
     created: str = ""
+
+    def path(self, folder: Path) -> Path:
+        """This take's file in the project ``folder``, proven to lie inside it (the JSON could say anything)."""
+        return resolve_inside(folder / self.file, [folder], what="take file", kind="file")
 
 
 @dataclass

@@ -18,7 +18,6 @@ import soundfile as sf
 
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
-from core.fs import resolve_inside
 from projects.script import Project, Segment, Take
 
 RATE = XTTS_OUTPUT_RATE
@@ -157,7 +156,7 @@ def build_timeline(project: Project, folder: Path, chapters: Sequence[int] | Non
             take = segment.chosen_take
             assert take is not None  # refused above
             try:
-                path = resolve_inside(folder / take.file, [folder], what="take file", kind="file")
+                path = take.path(folder)
             except InvalidInput as exc:
                 raise InvalidInput(f"Segment {segment.id} ('{_short(segment.text)}'): {exc} Render it again.") from exc
             frames = _take_frames(path, segment)

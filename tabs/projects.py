@@ -17,7 +17,7 @@ from core.xtts import languages
 from core.xtts.profiles import DEFAULT_PROFILE, PROFILES, resolve_params
 from projects.export import FORMATS, ExportRequest, export_project
 from projects.loudness import TARGETS
-from projects.render import ProjectRenderer, take_path
+from projects.render import ProjectRenderer
 from projects.script import Settings
 from projects.sources import SUFFIXES, from_text, read_source
 from projects.store import ProjectStore
@@ -300,7 +300,7 @@ class ProjectHandlers:
         segment = self.store.get(project).segment(segment_id)
         if not isinstance(take_index, int) or not 0 <= take_index < len(segment.takes):
             return None
-        return str(take_path(self.store, project, segment.takes[take_index]))
+        return str(segment.takes[take_index].path(self.store.folder(project)))
 
 
 def _settings_widgets() -> dict[str, gr.components.Component]:

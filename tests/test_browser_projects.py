@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.conftest import browser_page
 
@@ -83,6 +83,8 @@ def test_render_then_regenerate_one_segment(page: Page, live_app: dict) -> None:
     takes = page.get_by_label("number input for Takes per segment")
     takes.fill("1")
     takes.press("Enter")
+    # as a person sees the slider move before pressing Save: a press sent before it moved sends the old value
+    expect(page.get_by_label("range slider for Takes per segment")).to_have_value("1")
     page.get_by_role("button", name="Save settings").click()
     assert wait_for_file(live_app, lambda p: p["settings"]["attempts"] == 1)["settings"]["attempts"] == 1
 

@@ -19,7 +19,7 @@ from core.xtts.engine import XTTSEngine
 from projects import fit
 from projects.export import ExportRequest, export_project
 from projects.frontend import DictEntry
-from projects.render import RATE, ProjectRenderer, base_seed, take_path
+from projects.render import RATE, ProjectRenderer, base_seed
 from projects.script import Settings
 from projects.sources import Block, SourceChapter, from_markdown, from_srt
 from projects.store import ProjectStore
@@ -86,7 +86,7 @@ def test_render_speaks_the_spoken_text_with_each_voice_then_resumes_and_rerender
 
     first = store.get(name).segments()[0]
     assert first.state == "rendered" and first.chosen_take is not None
-    audio, rate = sf.read(take_path(store, name, first.chosen_take), dtype="float32")
+    audio, rate = sf.read(first.chosen_take.path(store.folder(name)), dtype="float32")
     assert rate == RATE and abs(len(audio) / rate - first.chosen_take.duration_s) < 0.01
     silent = np.flatnonzero(np.abs(audio) == 0.0)
     longest_run = max(len(run) for run in np.split(silent, np.flatnonzero(np.diff(silent) != 1) + 1))
