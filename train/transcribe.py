@@ -124,22 +124,24 @@ class Whisper:
         language: str | None = None,
         batch_size: int = 0,
         regions: list[tuple[float, float]] | None = None,
+        beam_size: int = 5,
     ) -> Transcript:
         """Words with times and probabilities; ``language=None`` detects it.
 
         ``batch_size >= 1`` transcribes batched over windows of the speech ``regions`` (found here when not given).
+        ``beam_size=1`` is greedy decoding: about a third less time on a CPU for a little more word error.
         """
-        if batch_size < 0:
-            raise ValueError("batch_size must be 0 (sequential) or more")
+        if batch_size < 0 or beam_size < 1:
+            raise ValueError("batch_size must be 0 (sequential) or more, and beam_size 1 or more")
         if batch_size:
-            return self._batched(audio16k, model, language, batch_size, regions)
+            return self._batched(audio16k, model, language, batch_size, regions, beam_size)
         with self.scheduler.slot(MODEL):  # segments decode lazily: consume them inside the slot
             segments, info = self._model(model).transcribe(
                 audio16k,
                 language=language,
                 word_timestamps=True,
                 vad_filter=True,
-                beam_size=5,
+                beam_size=beam_size,
                 condition_on_previous_text=False,  # keeps one bad segment from derailing the rest
             )
             words = [Word(w.start, w.end, w.word, w.probability) for segment in segments for w in (segment.words or [])]
@@ -152,6 +154,7 @@ class Whisper:
         language: str | None,
         batch_size: int,
         regions: list[tuple[float, float]] | None,
+        beam_size: int,
     ) -> Transcript:
         from faster_whisper import BatchedInferencePipeline
 
@@ -164,7 +167,7 @@ class Whisper:
                 audio16k,
                 language=language,
                 word_timestamps=True,
-                beam_size=5,
+                beam_size=beam_size,
                 batch_size=batch_size,
                 clip_timestamps=[{"start": start, "end": end} for start, end in clips],
             )
