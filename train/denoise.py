@@ -34,7 +34,6 @@ MODEL_RATE = 48_000
 # Output lags input by (fft_size - hop_size) + df_lookahead * hop_size = 3 hops for the bundled DFN3.
 _DELAY_HOPS = 3
 _STOP_EVERY_HOPS = 100  # look at should_stop once per second of audio
-_SILENT_DB = -119.0  # frame_levels_db floors at -120: digital silence (padding), not the room's noise
 _NOISE_PERCENTILE = 10
 _SPEECH_PERCENTILE = 95
 _STOPPED = "Denoising was stopped."
@@ -124,16 +123,15 @@ def _levels(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def _floor_db(levels: np.ndarray) -> float:
-    heard = levels[levels > _SILENT_DB]
-    return float(np.percentile(heard, _NOISE_PERCENTILE)) if heard.size else -120.0
+    return float(np.percentile(levels, _NOISE_PERCENTILE))
 
 
 def noise_floor_db(audio: np.ndarray, rate: int) -> float:
-    """Level (dBFS) of the quietest 20 ms frames: their 10th percentile, digital silence left out.
+    """Level (dBFS) of the quiet 20 ms frames: their 10th percentile (-120 for digital silence).
 
-    Speech pauses between words are where a recording is only its noise, and even fast speech
-    leaves more than a tenth of its frames in them. Frames of exact zeros (padding, gated
-    silence) are skipped so they do not make a noisy recording look clean; -120 when all are.
+    Pauses between words are where a recording is only its noise, and even fast speech leaves
+    more than a tenth of its frames in them. Digital silence counts as it is (-120): a noisy
+    source only looks clean when over a tenth of it is exact zeros (gated or padded).
     """
     return _floor_db(_levels(audio, rate))
 
