@@ -143,12 +143,37 @@ def estimate_snr_db(audio: np.ndarray, rate: int) -> float:
     power that of the 95th percentile frame; the noise power is taken off it before the ratio so
     a noisy source is not flattered (at 0 dB the loud frames are twice the floor, not equal).
     Not a reference metric, but monotone in the real SNR for speech over steady noise, which is
-    what ranking sources and checking an enhancer needs.
+    what ranking sources and checking an enhancer needs. -30 at the least (digital silence).
     """
     levels = _levels(audio, rate)
     noise = 10 ** (_floor_db(levels) / 10)
     loud = 10 ** (float(np.percentile(levels, _SPEECH_PERCENTILE)) / 10)
     return float(10 * math.log10(max(loud - noise, noise * 1e-3) / noise))
+
+
+class _Model:
+    """One libDF state (the loaded DFN3 plus its streaming buffers), freed with this object."""
+
+    def __init__(self, runtime: _Runtime, atten_lim_db: float) -> None:
+        self._process_frame = runtime.lib.df_process_frame
+        self._state = runtime.lib.df_create(runtime.model_path, atten_lim_db, None)
+        weakref.finalize(self, runtime.lib.df_free, self._state)
+        self.hop = int(runtime.lib.df_get_frame_length(self._state))
+
+    def process(self, block: np.ndarray, stop: Callable[[], bool]) -> np.ndarray:
+        """``block`` (contiguous float32, whole hops) through the model, hop by hop."""
+        out = np.empty_like(block)
+        bytes_per_hop = self.hop * block.itemsize
+        source, target = block.ctypes.data, out.ctypes.data
+        for index in range(len(block) // self.hop):
+            if index % _STOP_EVERY_HOPS == 0 and stop():
+                raise Cancelled(_STOPPED)
+            self._process_frame(self._state, source + index * bytes_per_hop, target + index * bytes_per_hop)
+        return out
+
+    def flush(self) -> None:
+        """Push zeros through so audio of an unfinished call cannot leak into the next one."""
+        self.process(np.zeros(self.hop * (_DELAY_HOPS + 1), np.float32), lambda: False)
 
 
 class Denoiser:
@@ -166,33 +191,12 @@ class Denoiser:
         self.atten_lim_db = float(atten_lim_db)
         self.chunk_s = float(chunk_s)
         self._lock = threading.Lock()
-        self._state: int | None = None
-        self._hop = 0
+        self._model: _Model | None = None
 
-    def _ensure_state(self) -> int:
-        if self._state is None:
-            runtime = _runtime()
-            state = runtime.lib.df_create(runtime.model_path, self.atten_lim_db, None)
-            weakref.finalize(self, runtime.lib.df_free, state)
-            self._hop = int(runtime.lib.df_get_frame_length(state))
-            self._state = state
-        return self._state
-
-    def _process(self, state: int, block: np.ndarray, stop: Callable[[], bool]) -> np.ndarray:
-        """Run whole hops of ``block`` (contiguous float32) through the model, in place order."""
-        process = _runtime().lib.df_process_frame
-        out = np.empty_like(block)
-        hop, bytes_per_hop = self._hop, self._hop * block.itemsize
-        source, target = block.ctypes.data, out.ctypes.data
-        for index in range(len(block) // hop):
-            if index % _STOP_EVERY_HOPS == 0 and stop():
-                raise Cancelled(_STOPPED)
-            process(state, source + index * bytes_per_hop, target + index * bytes_per_hop)
-        return out
-
-    def _flush(self, state: int) -> None:
-        """Push zeros through so audio of an unfinished call cannot leak into the next one."""
-        self._process(state, np.zeros(self._hop * (_DELAY_HOPS + 1), np.float32), lambda: False)
+    def _ensure_model(self) -> _Model:
+        if self._model is None:
+            self._model = _Model(_runtime(), self.atten_lim_db)
+        return self._model
 
     def enhance(
         self,
@@ -210,24 +214,24 @@ class Denoiser:
         peak = float(np.max(np.abs(samples)))
         gain = 1.0 / peak if peak > 1.0 else 1.0
         with self._lock:
-            state = self._ensure_state()
+            model = self._ensure_model()
             try:
-                result = self._stream(state, samples, rate, gain, report, stop)
+                result = self._stream(model, samples, rate, gain, report, stop)
             except BaseException:
-                self._flush(state)
+                model.flush()
                 raise
         return result if gain == 1.0 else result / np.float32(gain)
 
     def _stream(
         self,
-        state: int,
+        model: _Model,
         samples: np.ndarray,
         rate: int,
         gain: float,
         report: Callable[[float], None],
         stop: Callable[[], bool],
     ) -> np.ndarray:
-        hop, delay = self._hop, _DELAY_HOPS * self._hop
+        hop, delay = model.hop, _DELAY_HOPS * model.hop
         up = soxr.ResampleStream(rate, MODEL_RATE, 1, dtype="float32") if rate != MODEL_RATE else None
         down = soxr.ResampleStream(MODEL_RATE, rate, 1, dtype="float32") if rate != MODEL_RATE else None
         result = np.zeros(len(samples), np.float32)
@@ -244,7 +248,7 @@ class Denoiser:
                 tail = delay + (-(len(pending) + delay)) % hop
                 pending = np.concatenate([pending, np.zeros(tail, np.float32)])
             whole = len(pending) // hop * hop
-            enhanced = self._process(state, np.ascontiguousarray(pending[:whole]), stop)
+            enhanced = model.process(np.ascontiguousarray(pending[:whole]), stop)
             pending = pending[whole:]
             dropped = min(skip, len(enhanced))
             enhanced, skip = enhanced[dropped:], skip - dropped
