@@ -107,9 +107,9 @@ def _mono(audio: np.ndarray, rate: int) -> np.ndarray:
         raise InvalidAudio(f"The sample rate must be a positive whole number of Hz, not {rate!r}.")
     samples = np.asarray(audio)
     if samples.ndim != 1:
-        raise InvalidAudio(f"Denoising takes mono audio (one dimension), not an array shaped {samples.shape}.")
+        raise InvalidAudio(f"Expected mono audio (one dimension), not an array shaped {samples.shape}.")
     if samples.size == 0:
-        raise InvalidAudio("There is no audio to denoise (it is empty).")
+        raise InvalidAudio("There is no audio: it is empty.")
     if not np.issubdtype(samples.dtype, np.floating) and not np.issubdtype(samples.dtype, np.integer):
         raise InvalidAudio(f"Audio samples must be numbers, not {samples.dtype}.")
     samples = np.ascontiguousarray(samples, dtype=np.float32)
