@@ -133,3 +133,4 @@ def test_embeddings_are_unit_vectors_and_partials_cover_the_clip(
     assert embedding.shape == (256,) and np.linalg.norm(embedding) == pytest.approx(1.0, abs=1e-5)
     assert partials.shape[1] == 256 and len(partials) >= len(clip) / RATE / 1.6
     assert np.allclose(np.linalg.norm(partials, axis=1), 1.0, atol=1e-5)
+    assert not embedding.flags.writeable  # remembered for the next call, so shared

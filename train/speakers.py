@@ -53,7 +53,8 @@ class SpeakerEncoder:
         """(L2-normalised utterance embedding, partial-window embeddings) of 16 kHz mono audio.
 
         Silence is trimmed first, as resemblyzer expects; audio with no voice left gets a zero
-        embedding and no partials, which is similar to nothing.
+        embedding and no partials, which is similar to nothing. Results are remembered by content
+        and shared, so they are read-only.
         """
         audio = np.ascontiguousarray(audio16k, dtype=np.float32)
         key = hashlib.blake2b(audio.tobytes(), digest_size=16).digest()
@@ -62,6 +63,8 @@ class SpeakerEncoder:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         result = self._analyse(audio)
+        for array in result:
+            array.setflags(write=False)
         with self._lock:
             self._cache[key] = result
             while len(self._cache) > CACHE_CLIPS:
@@ -88,7 +91,7 @@ class SpeakerEncoder:
         return self.analyse(audio16k)[0]
 
     def partials(self, audio16k: np.ndarray) -> np.ndarray:
-        """Embeddings of the ~1.6 s partial windows (rows, each L2-normalised) of 16 kHz mono audio."""
+        """Embeddings (rows, each L2-normalised) of ~1.6 s windows every ~0.77 s of 16 kHz mono audio."""
         return self.analyse(audio16k)[1]
 
 
@@ -96,10 +99,10 @@ class SpeakerEncoder:
 class ClipVoice:
     """One clip's speaker verdict.
 
-    ``cluster`` is -1 for a clip left out of clustering (no voice, or two voices: ``drift`` above the
-    limit, whatever else it holds, is dropped as two voices). ``similarity`` is
-    the cosine to the centroid of the clip's kept speaker, or to the target's centroid for a clip
-    that is not kept (to the reference when no target cluster exists).
+    ``cluster`` is -1 for a clip left out of clustering: no voice, or ``drift`` above the limit (dropped
+    as two voices, whatever else it holds). ``similarity`` is the cosine to the centroid of the clip's
+    cluster when that cluster is kept, else to the target's centroid (the reference's embedding when
+    no cluster exists).
     """
 
     cluster: int
