@@ -76,9 +76,9 @@ def tiny_xtts(tiny_kit: Path) -> Path:
     return tiny_kit / "xtts"
 
 
-def speak(text: str, out: Path, *, voice: str = "en", speed: int = 150) -> Path:
+def speak(text: str, out: Path, *, voice: str = "en", speed: int = 150, pitch: int | None = None) -> Path:
     """Real speech from Debian's espeak-ng (22.05 kHz mono WAV)."""
-    return make_tiny_models.espeak(text, out, voice=voice, speed=speed)
+    return make_tiny_models.espeak(text, out, voice=voice, speed=speed, pitch=pitch)
 
 
 @pytest.fixture

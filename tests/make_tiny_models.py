@@ -95,15 +95,16 @@ def write_vocab(path: Path) -> None:
     tokenizer.save(str(path))
 
 
-def espeak(text: str, out: Path, *, voice: str = "en", speed: int = 150) -> Path:
-    """Speak ``text`` into a WAV file (22.05 kHz mono) with Debian's espeak-ng.
+def espeak(text: str, out: Path, *, voice: str = "en", speed: int = 150, pitch: int | None = None) -> Path:
+    """Speak ``text`` into a WAV file (22.05 kHz mono) with Debian's espeak-ng (``pitch`` 0-99, espeak's -p).
 
     Its PulseAudio client leaves a cookie under XDG_CONFIG_HOME even when it only writes a file,
     so it gets a throwaway one: a fresh machine's home stays as it was.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as config:
-        command = ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(out), text]
+        pitch_args = [] if pitch is None else ["-p", str(pitch)]
+        command = ["espeak-ng", "-v", voice, "-s", str(speed), *pitch_args, "-w", str(out), text]
         subprocess.run(command, check=True, env={**os.environ, "XDG_CONFIG_HOME": config})
     return out
 
