@@ -261,24 +261,30 @@ class VocalSeparator:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """The vocal stem of ``audio`` (mono, or channels last): mono float32, same rate and length."""
-        mono = (audio.mean(axis=1) if audio.ndim == 2 else audio).astype(np.float32)
+        """The vocal stem of ``audio`` (mono, or stereo with channels last): mono float32, same rate and length.
+
+        Mono is fed to the model on both channels; more than two channels are mixed down to mono first.
+        """
+        frames = audio[:, None] if audio.ndim == 1 else audio if audio.shape[1] <= 2 else audio.mean(axis=1)[:, None]
+        frames = frames.astype(np.float32, copy=False)
         report = progress or (lambda fraction, message: None)
         stop = should_stop or (lambda: False)
-        out = np.zeros(len(mono), dtype=np.float32)
-        mean, std = float(mono.mean(dtype=np.float64)), float(mono.std(dtype=np.float64))
-        if len(mono) == 0 or std < 1e-8:
+        out = np.zeros(len(frames), dtype=np.float32)
+        mono = frames.mean(axis=1, dtype=np.float64)
+        mean, std = float(mono.mean()), float(mono.std())  # Demucs normalises by the mix's own level
+        del mono
+        if len(frames) == 0 or std < 1e-8:
             return out
         with self._slot():
             window = self._window_length(rate)
-        total = np.zeros(len(mono), dtype=np.float32)
+        total = np.zeros(len(frames), dtype=np.float32)
         weight = _weight(window)
-        starts = self.windows(len(mono), rate)
+        starts = self.windows(len(frames), rate)
         report(0.0, f"Separating vocals: window 1 of {len(starts)}")
         for index, start in enumerate(starts):
             if stop():
                 raise Cancelled(_STOPPED)
-            chunk = (mono[start : start + window] - mean) / std
+            chunk = (frames[start : start + window] - mean) / std
             with self._slot():
                 stem = self._separate(chunk, rate)
             out[start : start + len(chunk)] += weight[: len(chunk)] * stem
@@ -290,14 +296,14 @@ class VocalSeparator:
         return self.scheduler.slot(MODEL) if self.scheduler is not None else contextlib.nullcontext()
 
     def _separate(self, chunk: np.ndarray, rate: int) -> np.ndarray:
-        """One window's vocals (normalised audio in and out, at ``rate``)."""
+        """One window's vocals, mono (normalised audio in and out, at ``rate``; ``chunk`` is frames x channels)."""
         import torch
 
         model = self.model()
         at_model = soxr.resample(chunk, rate, model.samplerate) if rate != model.samplerate else chunk
         length = round(float(model.segment) * model.samplerate)
         mix = np.zeros((1, model.audio_channels, length), dtype=np.float32)
-        mix[:, :, : min(len(at_model), length)] = at_model[:length]
+        mix[0, :, : min(len(at_model), length)] = at_model[:length].T  # one channel goes to both
         device = next(model.parameters()).device
         with torch.inference_mode():
             stems = model(torch.from_numpy(mix).to(device))
