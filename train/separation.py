@@ -34,6 +34,7 @@ import numpy as np
 import soxr
 from scipy.ndimage import median_filter
 
+from core.constants import SPEECH_MODEL_RATE
 from core.device import DeviceScheduler
 from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.model_files import ProgressCallback, download_url
@@ -55,10 +56,12 @@ OVERLAP = 0.25
 _STOPPED = "Vocal separation was stopped."
 
 # ---- detection ------------------------------------------------------------------------------
+_DETECT_RATE = SPEECH_MODEL_RATE
 _FRAME_S = 0.05  # frames of about 50 ms (a power of two in samples), not overlapping
+_BLOCK_FRAMES = 2048  # spectra made at a time
 _GAP_PERCENTILE = 30  # the quietest 30% of frames are the candidate pauses...
 _GAP_UNDER_SPEECH_DB = 6.0  # ...if they are quieter than speech by at least this much
-_SILENT_DB = -70.0  # a frame quieter than this (dBFS) is digital silence, not a pause with sound in it
+_SILENT_UNDER_SPEECH_DB = 60.0  # a pause this far under speech (or under -90 dBFS) is silent: nothing to separate
 _PEAK_DB = 10.0  # a partial stands this far above the median of the spectrum around it
 _PEAK_BAND_HZ = (80.0, 5000.0)
 _PARTIALS = 2  # a tonal frame holds at least this many partials that persist into a neighbour frame
@@ -74,44 +77,57 @@ class MusicBed:
     reason: str
 
 
-def _frame_spectra(mono: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: level (dBFS), log power spectrum, and the bin frequencies."""
-    n = 1 << round(np.log2(_FRAME_S * rate))
-    frames = mono[: len(mono) // n * n].astype(np.float64).reshape(-1, n)
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
-    power = np.abs(np.fft.rfft(frames * np.hanning(n), axis=1)) ** 2
-    return level, 10 * np.log10(power + 1e-20), np.fft.rfftfreq(n, 1 / rate)
+def _frames(mono: np.ndarray) -> np.ndarray:
+    """Non-overlapping frames of about 50 ms at :data:`_DETECT_RATE` (a view, no copy)."""
+    n = 1 << round(np.log2(_FRAME_S * _DETECT_RATE))
+    return mono[: len(mono) // n * n].reshape(-1, n)
 
 
-def _tonal_frames(log_power: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """Frames holding steady partials: local spectral peaks far above their surroundings that persist
-    (within a bin) into the frame before or after. Peaks of noise are random and rarely persist."""
-    around = median_filter(log_power, size=(1, 17), mode="nearest")
+def _tonal_frames(frames: np.ndarray) -> np.ndarray:
+    """Per frame: whether it holds steady partials, spectral peaks far above their surroundings that
+    persist (within a bin) into the frame before or after. Peaks of noise are random and rarely persist.
+
+    Spectra are made a block of frames at a time, so memory does not grow with the length of the file.
+    """
+    n = frames.shape[1]
+    freqs = np.fft.rfftfreq(n, 1 / _DETECT_RATE)
     band = (freqs > _PEAK_BAND_HZ[0]) & (freqs < _PEAK_BAND_HZ[1])
-    peak = (
-        (log_power - around > _PEAK_DB)
-        & (log_power >= np.roll(log_power, 1, axis=1))
-        & (log_power >= np.roll(log_power, -1, axis=1))
-        & band
-    )
-    near = peak | np.roll(peak, 1, axis=1) | np.roll(peak, -1, axis=1)
-    none = np.zeros_like(near[:1])
-    before, after = np.vstack([none, near[:-1]]), np.vstack([near[1:], none])
-    return (peak & (before | after)).sum(axis=1) >= _PARTIALS
+    window = np.hanning(n)
+    tonal = np.zeros(len(frames), dtype=bool)
+    for start in range(0, len(frames), _BLOCK_FRAMES):
+        lo, hi = max(start - 1, 0), min(start + _BLOCK_FRAMES + 1, len(frames))  # one neighbour either side
+        power = np.abs(np.fft.rfft(frames[lo:hi] * window, axis=1)) ** 2
+        log_power = 10 * np.log10(power + 1e-20)
+        around = median_filter(log_power, size=(1, 17), mode="nearest")
+        peak = (
+            (log_power - around > _PEAK_DB)
+            & (log_power >= np.roll(log_power, 1, axis=1))
+            & (log_power >= np.roll(log_power, -1, axis=1))
+            & band
+        )
+        near = peak | np.roll(peak, 1, axis=1) | np.roll(peak, -1, axis=1)
+        none = np.zeros_like(near[:1])
+        before, after = np.vstack([none, near[:-1]]), np.vstack([near[1:], none])
+        steady = (peak & (before | after)).sum(axis=1) >= _PARTIALS
+        tonal[start : min(start + _BLOCK_FRAMES, len(frames))] = steady[start - lo :][:_BLOCK_FRAMES]
+    return tonal
 
 
 def detect_music_bed(audio: np.ndarray, rate: int) -> MusicBed:
     """Look for a music bed in the pauses of ``audio`` (mono, or channels last)."""
-    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
-    level, log_power, freqs = _frame_spectra(mono, rate)
-    if len(level) < 10:
+    mono = (audio.mean(axis=1) if audio.ndim == 2 else audio).astype(np.float32, copy=False)
+    if rate != _DETECT_RATE:
+        mono = soxr.resample(mono, rate, _DETECT_RATE)
+    frames = _frames(mono)
+    if len(frames) < 10:
         return MusicBed(0.0, False, "no music bed: too short to tell")
+    level = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)
     speech = float(np.percentile(level, 90))
     gaps = (level <= np.percentile(level, _GAP_PERCENTILE)) & (level < speech - _GAP_UNDER_SPEECH_DB)
-    sounding = gaps & (level > _SILENT_DB)
+    sounding = gaps & (level > max(speech - _SILENT_UNDER_SPEECH_DB, -90.0))
     if sounding.sum() < max(3, 0.2 * gaps.sum()):
         return MusicBed(0.0, False, "no music bed: the pauses are silent")
-    share = float(_tonal_frames(log_power, freqs)[sounding].mean())
+    share = float(_tonal_frames(frames)[sounding].mean())
     gap_db = float(np.median(level[sounding])) - speech
     score = share * float(np.clip((gap_db + 50.0) / 10.0, 0.0, 1.0))  # a bed 50 dB under speech does not matter
     detected = score >= _DETECT_SCORE
@@ -148,10 +164,16 @@ def load_checkpoint(path: Path) -> torch.nn.Module:
         ) from exc
     if not isinstance(package, dict) or package.get("klass") is not HTDemucs:
         raise ModelUnavailable(f"{path} is not an HT-Demucs checkpoint (expected Demucs's htdemucs format).")
-    known = inspect.signature(HTDemucs).parameters
-    kwargs = {k: v for k, v in dict(package.get("kwargs", {})).items() if k in known}
-    model = HTDemucs(*package.get("args", ()), **kwargs)
-    model.load_state_dict(package["state"])
+    known = inspect.signature(HTDemucs).parameters  # Demucs drops arguments a newer file has, and so does this
+    try:
+        kwargs = {k: v for k, v in dict(package.get("kwargs", {})).items() if k in known}
+        model = HTDemucs(*package.get("args", ()), **kwargs)
+        model.load_state_dict(package["state"])
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
+        raise ModelUnavailable(
+            f"The separation checkpoint {path} does not fit HT-Demucs ({exc.__class__.__name__}: {exc}). "
+            "Delete it; the official weights download again on next use."
+        ) from exc
     if "vocals" not in model.sources:
         raise ModelUnavailable(f"{path} separates {', '.join(model.sources)}, not vocals.")
     return model.eval()
