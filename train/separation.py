@@ -35,7 +35,7 @@ import soxr
 from scipy.ndimage import median_filter
 
 from core.constants import SPEECH_MODEL_RATE
-from core.device import DeviceScheduler
+from core.device import DeviceScheduler, out_of_memory_as
 from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.model_files import ProgressCallback, download_url
 
@@ -54,6 +54,10 @@ SIZE_MB = {"htdemucs": 84, "htdemucs_ft": 84}
 MODEL = "separation"  # the name in the device registry
 OVERLAP = 0.25
 _STOPPED = "Vocal separation was stopped."
+_OUT_OF_MEMORY = (
+    "The GPU ran out of memory separating vocals. Wait for other GPU work (training) to finish, "
+    "or build the dataset with vocal separation off."
+)
 
 # ---- detection ------------------------------------------------------------------------------
 _DETECT_RATE = SPEECH_MODEL_RATE
@@ -179,6 +183,18 @@ def load_checkpoint(path: Path) -> torch.nn.Module:
     return model.eval()
 
 
+def _mono_mean_std(frames: np.ndarray, block: int = 1 << 20) -> tuple[float, float]:
+    """Mean and standard deviation of the mono mix of ``frames`` (samples x channels), a block at a time."""
+    total = squares = 0.0
+    for start in range(0, len(frames), block):
+        mono = frames[start : start + block].mean(axis=1, dtype=np.float64)
+        total += float(mono.sum())
+        squares += float(np.square(mono).sum())
+    count = max(len(frames), 1)
+    mean = total / count
+    return mean, float(np.sqrt(max(squares / count - mean**2, 0.0)))
+
+
 def _weight(length: int) -> np.ndarray:
     """Demucs's cross-fade weight: a triangle peaking mid-window, never zero."""
     half = np.arange(1, length // 2 + 1)
@@ -268,7 +284,7 @@ class VocalSeparator:
         return self._model
 
     def windows(self, length: int, rate: int) -> list[int]:
-        """Where each window starts, in samples at ``rate``."""
+        """Where each window starts, in samples at ``rate`` (loads the model: its segment is the window)."""
         window = self._window_length(rate)
         return list(range(0, length, max(int((1 - OVERLAP) * window), 1)))
 
@@ -292,10 +308,8 @@ class VocalSeparator:
         report = progress or (lambda fraction, message: None)
         stop = should_stop or (lambda: False)
         out = np.zeros(len(frames), dtype=np.float32)
-        mono = frames.mean(axis=1, dtype=np.float64)
-        mean, std = float(mono.mean()), float(mono.std())  # Demucs normalises by the mix's own level
-        del mono
-        if len(frames) == 0 or std < 1e-8:
+        mean, std = _mono_mean_std(frames)  # Demucs normalises by the mix's own level
+        if std < 1e-8:
             return out
         with self._slot():
             window = self._window_length(rate)
@@ -312,7 +326,10 @@ class VocalSeparator:
             out[start : start + len(chunk)] += weight[: len(chunk)] * stem
             total[start : start + len(chunk)] += weight[: len(chunk)]
             report((index + 1) / len(starts), f"Separating vocals: window {index + 1} of {len(starts)}")
-        return out / total * std + mean
+        out /= total
+        out *= std
+        out += mean
+        return out
 
     def _slot(self) -> contextlib.AbstractContextManager[None]:
         return self.scheduler.slot(MODEL) if self.scheduler is not None else contextlib.nullcontext()
@@ -327,7 +344,7 @@ class VocalSeparator:
         mix = np.zeros((1, model.audio_channels, length), dtype=np.float32)
         mix[0, :, : min(len(at_model), length)] = at_model[:length].T  # one channel goes to both
         device = next(model.parameters()).device
-        with torch.inference_mode():
+        with torch.inference_mode(), out_of_memory_as(_OUT_OF_MEMORY):
             stems = model(torch.from_numpy(mix).to(device))
         vocals = stems[0, model.sources.index("vocals")].mean(dim=0).float().cpu().numpy()[: len(at_model)]
         back = soxr.resample(vocals, model.samplerate, rate) if rate != model.samplerate else vocals
