@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -161,9 +162,10 @@ def load_checkpoint(path: Path) -> torch.nn.Module:
         with torch.serialization.safe_globals(_allowed_globals()):
             package = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        asks = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = f"it asks for {asks.group(1)}, which a Demucs checkpoint never needs" if asks else "it is damaged"
         raise ModelUnavailable(
-            f"Refused the separation checkpoint {path}: it is not a plain HT-Demucs checkpoint "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}). Nothing in it was run. "
+            f"Refused the separation checkpoint {path}: {why}. Nothing in it was run. "
             f"Delete it; the official weights download again on next use."
         ) from exc
     if not isinstance(package, dict) or package.get("klass") is not HTDemucs:
