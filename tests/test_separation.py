@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import tracemalloc
+from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,15 @@ from tests.interview import make_interview, script
 from train.separation import MODEL, VocalSeparator, detect_music_bed
 
 VOICES = {"guest": {"voice": "en+m3"}, "host": {"voice": "en+f3", "speed": 165}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tiny model's windows are too small to gain from more threads; on a shared CPU, idle ones spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def interview(folder: Path, **levels: float) -> tuple[np.ndarray, int]:
