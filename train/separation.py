@@ -185,7 +185,7 @@ def load_checkpoint(path: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def _mono_mean_std(frames: np.ndarray, block: int = 1 << 20) -> tuple[float, float]:
+def _mono_mean_std(frames: np.ndarray, block: int = 1 << 16) -> tuple[float, float]:
     """Mean and standard deviation of the mono mix of ``frames`` (samples x channels), a block at a time."""
     total = squares = 0.0
     for start in range(0, len(frames), block):
