@@ -24,7 +24,8 @@ loader builds at full size (so the file is 181 MB of random half-precision weigh
 
 The separation folder (``OUT_DIR/separation``) holds an HT-Demucs checkpoint under the
 official htdemucs file name, written as Demucs's ``serialize_model`` writes it (``{"klass":
-HTDemucs, "args", "kwargs", "state" (half precision), "training_args"}``) with the real STFT
+HTDemucs, "args", "kwargs" (with a Fraction segment), "state" (half precision), "training_args"
+(with a NumPy scalar, like the official files)}``) with the real STFT
 and depth but 4 channels, one transformer layer and a 1.95 s segment: a ``VocalSeparator``
 with ``models_dir=OUT_DIR`` finds it and never downloads.
 
@@ -273,6 +274,7 @@ def build_htdemucs(out: Path) -> Path:
     """A tiny HT-Demucs in Demucs's checkpoint format at ``out/separation/<official htdemucs name>``."""
     from fractions import Fraction
 
+    import numpy as np
     import torch
     from demucs.htdemucs import HTDemucs
 
@@ -286,7 +288,8 @@ def build_htdemucs(out: Path) -> Path:
         "args": args,
         "kwargs": kwargs,
         "state": {k: v.detach().to("cpu", torch.half) for k, v in model.state_dict().items()},
-        "training_args": {"dset": {"sources": HTDEMUCS_KWARGS["sources"], "segment": 1.95}, "seed": SEED},
+        # the official files carry NumPy float64 scalars among the training arguments
+        "training_args": {"dset": {"sources": HTDEMUCS_KWARGS["sources"], "segment": 1.95}, "lr": np.float64(3e-4)},
     }
     target = out / "separation" / Path(MODELS["htdemucs"]).name
     target.parent.mkdir(parents=True, exist_ok=True)

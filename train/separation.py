@@ -13,8 +13,8 @@ work, whatever the length of the file, and progress and stopping are checked bet
 Weights come from Demucs's own download site on first use (resumable, like the XTTS download)
 into ``models/separation``. A Demucs checkpoint is a pickle (``{"klass", "args", "kwargs",
 "state", "training_args"}``); it is read with ``torch.load(weights_only=True)``, allowing only
-the HTDemucs class and ``fractions.Fraction`` by name, so a file that asks for anything else
-is refused before any of it runs.
+the HTDemucs class, ``fractions.Fraction`` and NumPy's float64 scalars by name, so a file that
+asks for anything else is refused before any of it runs.
 """
 
 from __future__ import annotations
@@ -142,16 +142,19 @@ def detect_music_bed(audio: np.ndarray, rate: int) -> MusicBed:
 
 # ---- separation -----------------------------------------------------------------------------
 def _allowed_globals() -> list[object]:
+    """What Demucs's checkpoints name besides tensors: the model class, its segment (a Fraction) and
+    NumPy float64 scalars among the training arguments, pickled by NumPy 1 (``numpy.core``) or 2."""
     from demucs.htdemucs import HTDemucs
+    from numpy._core.multiarray import scalar
 
-    return [HTDemucs, Fraction]
+    return [HTDemucs, Fraction, np.dtype, np.dtypes.Float64DType, scalar, (scalar, "numpy.core.multiarray.scalar")]
 
 
 def load_checkpoint(path: Path) -> torch.nn.Module:
     """The HT-Demucs model in a Demucs checkpoint, on the CPU, in eval mode.
 
-    Only the HTDemucs class and ``Fraction`` may be named by the pickle; anything else (a
-    function to call, another class) makes ``torch.load`` refuse the file without running it.
+    Only :func:`_allowed_globals` may be named by the pickle; anything else (a function to
+    call, another class) makes ``torch.load`` refuse the file without running it.
     """
     import inspect
 
