@@ -254,6 +254,30 @@ def _fetch(
         _download_one(url, target, on_bytes=on_bytes, timeout=timeout)
 
 
+def download_url(url: str, dest: Path, *, progress: ProgressCallback | None = None, timeout: float = 30.0) -> Path:
+    """Fetch one file from any ``url`` to ``dest``, resumable and one download at a time, as above.
+
+    Raises ``httpx.HTTPError`` or ``OSError`` (a partial download stays for the next try); the caller
+    says what the file is for and what to do.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    def report(done: int, total: int | None) -> None:
+        if progress is not None:
+            size = f"{done / 1e6:,.0f} / {total / 1e6:,.0f} MB" if total else f"{done / 1e6:,.0f} MB"
+            progress(done / total if total else 0.0, f"Downloading {dest.name}: {size}")
+
+    def wait() -> None:
+        log.info("%s is being downloaded by another task; waiting for it", dest.name)
+        if progress is not None:
+            progress(0.0, f"Waiting for another download of {dest.name} to finish")
+
+    _fetch(url, dest, on_bytes=report, on_wait=wait, timeout=timeout)
+    if progress is not None:
+        progress(1.0, "Download complete")
+    return dest
+
+
 def download_files(
     dest: Path,
     names: Sequence[str],

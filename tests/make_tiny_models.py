@@ -22,6 +22,13 @@ format RVC itself writes: voice models ``tiny_v1_40k.pth`` ... ``tiny_v2_48k.pth
 ``final_proj``, the real 320x feature stride) and ``rmvpe.pt``, whose network the
 loader builds at full size (so the file is 181 MB of random half-precision weights).
 
+The separation folder (``OUT_DIR/separation``) holds an HT-Demucs checkpoint under the
+official htdemucs file name, written as Demucs's ``serialize_model`` writes it (``{"klass":
+HTDemucs, "args", "kwargs" (with a Fraction segment), "state" (half precision), "training_args"
+(with a NumPy scalar, like the official files)}``) with the real STFT
+and depth but 4 channels, one transformer layer and a 1.95 s segment: a ``VocalSeparator``
+with ``models_dir=OUT_DIR`` finds it and never downloads.
+
 A ``.complete`` marker holds a hash of this script: the output is reused when
 the script has not changed, and rebuilt when it has.
 """
@@ -246,6 +253,51 @@ def build_rvc(out: Path) -> None:
     torch.save({k: v.half() for k, v in rmvpe.state_dict().items()}, support / "rmvpe.pt")
 
 
+HTDEMUCS_KWARGS: dict[str, object] = {
+    "sources": ["drums", "bass", "other", "vocals"],
+    "audio_channels": 2,
+    "samplerate": 44100,
+    "channels": 4,
+    "growth": 2,
+    "nfft": 4096,
+    "depth": 4,
+    "dconv_mode": 3,
+    "dconv_comp": 4,
+    "bottom_channels": 0,
+    "t_layers": 1,
+    "t_heads": 2,
+    "t_hidden_scale": 1.0,
+    "t_dropout": 0.02,
+}
+
+
+def build_htdemucs(out: Path) -> Path:
+    """A tiny HT-Demucs in Demucs's checkpoint format at ``out/separation/<official htdemucs name>``."""
+    from fractions import Fraction
+
+    import numpy as np
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    from train.separation import MODELS
+
+    torch.manual_seed(SEED)
+    model = HTDemucs(**HTDEMUCS_KWARGS, segment=Fraction(39, 20))
+    args, kwargs = model._init_args_kwargs
+    package = {
+        "klass": HTDemucs,
+        "args": args,
+        "kwargs": kwargs,
+        "state": {k: v.detach().to("cpu", torch.half) for k, v in model.state_dict().items()},
+        # the official files carry NumPy float64 scalars among the training arguments
+        "training_args": {"dset": {"sources": HTDEMUCS_KWARGS["sources"], "segment": 1.95}, "lr": np.float64(3e-4)},
+    }
+    target = out / "separation" / Path(MODELS["htdemucs"]).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(package, target)
+    return target
+
+
 def build(out_dir: Path) -> Path:
     """Build the kit into ``out_dir`` unless an identical one is already there."""
     marker = out_dir / ".complete"
@@ -256,7 +308,8 @@ def build(out_dir: Path) -> Path:
     try:
         build_xtts(staging / "xtts")
         build_rvc(staging / "rvc")
-        for part in ("xtts", "rvc"):
+        build_htdemucs(staging)
+        for part in ("xtts", "rvc", "separation"):
             target = out_dir / part
             if target.exists():
                 shutil.rmtree(target)
