@@ -48,13 +48,17 @@ from tabs import training as training_tab
 from tabs import tts as tts_tab
 from tabs import voices as voices_tab
 from tabs.common import THEME
+from train import denoise
 from train.blind_test import BlindTests
 from train.checkpoints import CheckpointCatalog
+from train.clean_audio import SourceCleaner
 from train.dataset import DatasetBuilder
 from train.review import CheckpointReview
 from train.runner import TrainingRunner
 from train.runs import RunStore
 from train.scoring import Scorer
+from train.separation import VocalSeparator
+from train.speakers import SpeakerEncoder
 from train.tensorboard import TensorBoard
 from train.transcribe import Whisper
 
@@ -95,6 +99,7 @@ def create_studio(settings: Settings) -> Studio:
         hub_url=settings.hub_url,
     )
     whisper = Whisper(scheduler)
+    speakers = SpeakerEncoder(scheduler)  # one resemblyzer for the checkpoint scores and the dataset builder
     voices = VoiceLibrary(settings.voices_dir, export_dir=settings.exports_dir / "voices", work_dir=settings.work_dir)
     rvc = RVCService(
         RVCLibrary(settings.rvc_dir),
@@ -133,11 +138,18 @@ def create_studio(settings: Settings) -> Studio:
     )
     catalog = CheckpointCatalog(runs, settings.finetuned_dir, settings.checkpoints_dir)
     review = CheckpointReview(
-        catalog, engine, Scorer(settings.whisper_model, whisper=whisper), service.resolve_voice, settings.checkpoints_dir / "renders",
+        catalog, engine, Scorer(settings.whisper_model, whisper=whisper, encoder=speakers), service.resolve_voice,
+        settings.checkpoints_dir / "renders",
         state_file=settings.models_dir / "cache" / "active_checkpoint.json",
     )  # fmt: skip
     blind = BlindTests(settings.checkpoints_dir / "blind", catalog)
-    datasets = DatasetBuilder(settings.datasets_dir, allow_private_urls=settings.allow_private_urls, whisper=whisper)
+    cleaner = SourceCleaner(
+        VocalSeparator(settings.models_dir, scheduler=scheduler), denoise.Denoiser() if denoise.available() else None
+    )
+    datasets = DatasetBuilder(
+        settings.datasets_dir, allow_private_urls=settings.allow_private_urls, whisper=whisper, cleaner=cleaner,
+        speakers=speakers,
+    )  # fmt: skip
     tensorboard = TensorBoard(runs.root, settings.work_dir / "tensorboard")
     projects = ProjectStore(settings.outputs_dir / "projects")
     renderer = ProjectRenderer(projects, service, whisper, whisper_model=settings.whisper_model)

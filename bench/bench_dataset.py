@@ -9,7 +9,15 @@ each sentence's speech lies is known. Both approaches use the same Whisper model
 - naive:  transcribe the whole file, cut clips at Whisper's segment times, write them
 - studio sequential: ``train.dataset.DatasetBuilder`` (VAD, word timestamps, cuts at sentence
           ends and pauses, filters, loudness normalisation, Coqui metadata), Whisper's sequential loop
-- studio batched: the same builder with its default batched transcription (``whisper_batch_size``)
+          with beam search, no cleaning: the pipeline as it was before cleaning came
+- studio batched: the same with batched transcription (``whisper_batch_size``), beam search
+- studio cleaned: the builder's defaults: batched, greedy on a CPU, the music-bed check, denoising
+          when the source is noisy (this one is not), one speaker kept; separation off
+
+Then the cost of each cleaning step per audio minute, measured on the same recording: speaker
+selection (resemblyzer embeddings and clustering of the clips), denoising (DeepFilterNet3), and
+vocal separation with an HT-Demucs of the published size (random weights: the real ones cannot be
+downloaded here, and the cost is the architecture's, not the weights').
 
 Models and the plotting library are loaded once before the timings, as a running studio has them.
 It prints audio minutes processed per CPU minute for each, their ratios to naive, and how many
@@ -76,6 +84,7 @@ def main() -> int:
     from core.device import DeviceScheduler
     from tests.test_dataset import make_talk
     from train.dataset import BuildOptions, DatasetBuilder
+    from train.speakers import SpeakerEncoder
     from train.transcribe import Whisper, load_whisper
 
     work = Path(tempfile.mkdtemp(prefix="bench-dataset-"))
@@ -95,14 +104,23 @@ def main() -> int:
     naive_cpu, naive_wall = time.process_time() - cpu, time.perf_counter() - wall
 
     rows = [("naive", naive_cpu, naive_wall, naive_bounds)]
-    for name, batch_size in (("studio sequential", 0), ("studio batched", BuildOptions.whisper_batch_size)):
-        options = BuildOptions(
-            name="bench", whisper_model=args.whisper_model, language="en", whisper_batch_size=batch_size
-        )
+    uncleaned = {"separation": "off", "denoise": "off", "keep_speakers": 0, "whisper_beam_size": 5}
+    variants = (
+        ("studio sequential (beam 5)", {**uncleaned, "whisper_batch_size": 0}),
+        ("studio batched (beam 5)", uncleaned),
+        ("studio cleaned (defaults)", {"separation": "off"}),
+    )
+    speakers = SpeakerEncoder(resident.scheduler)
+    speakers.embed(np.zeros(16000, dtype=np.float32))
+    reports = []
+    for index, (name, extra) in enumerate(variants):
+        options = BuildOptions(name="bench", whisper_model=args.whisper_model, language="en", **extra)
+        builder = DatasetBuilder(work / f"datasets-{index}", whisper=resident, speakers=speakers)
         cpu, wall = time.process_time(), time.perf_counter()
-        report = DatasetBuilder(work / f"datasets-{batch_size}", whisper=resident).build(options, files=[video])
+        report = builder.build(options, files=[video])
         bounds = [(c.start, c.start + c.duration) for c in report.clips]
-        rows.append((f"{name} (batch {batch_size})", time.process_time() - cpu, time.perf_counter() - wall, bounds))
+        rows.append((name, time.process_time() - cpu, time.perf_counter() - wall, bounds))
+        reports.append(report)
 
     print(f"input: {args.sentences} sentences, {minutes:.2f} min of audio; whisper: {args.whisper_model}")
     print(
@@ -113,7 +131,46 @@ def main() -> int:
             f"{name:<28}{cpu_s:>8.1f}{wall_s:>8.1f}{minutes / (cpu_s / 60):>22.2f}{naive_cpu / cpu_s:>9.2f}x"
             f"{len(bounds):>7}{cuts_inside(bounds, spans):>16}"
         )
+    print()
+    costs = step_costs(reports[-1], speakers)
+    print(f"{'cleaning step':<44}{'CPU s / audio min':>18}{'x real time':>13}")
+    for name, cpu_s in costs:
+        per_minute = cpu_s / minutes
+        print(f"{name:<44}{per_minute:>18.2f}{60 / per_minute:>12.1f}x")
     return 0
+
+
+def step_costs(report: Any, speakers: Any) -> list[tuple[str, float]]:
+    """CPU seconds of each cleaning step over the whole recording (its cleaned source, or its clips)."""
+    from tests.make_tiny_models import build_htdemucs
+    from train import denoise
+    from train.dataset import TRAIN_RATE
+    from train.separation import VocalSeparator
+    from train.speakers import select_speakers
+
+    folder = report.dataset_dir
+    source = next(folder.glob("sources/*.wav"))
+    audio = sf.read(source, dtype="float32")[0]
+    clips = [soxr.resample(sf.read(folder / c.file, dtype="float32")[0] if (folder / c.file).is_file()
+                           else sf.read(folder / c.removed_file, dtype="float32")[0], TRAIN_RATE, 16000)
+             for c in report.clips]  # fmt: skip
+    costs = []
+    cpu = time.process_time()
+    select_speakers(clips, encoder=speakers)
+    costs.append(("speaker selection (embeddings + clustering)", time.process_time() - cpu))
+    if denoise.available():
+        enhancer = denoise.Denoiser()
+        enhancer.enhance(audio[:TRAIN_RATE], TRAIN_RATE)  # loads the model outside the timing
+        cpu = time.process_time()
+        enhancer.enhance(audio, TRAIN_RATE)
+        costs.append(("denoise (DeepFilterNet3)", time.process_time() - cpu))
+    build_htdemucs(folder / "models", published_size=True)
+    separator = VocalSeparator(folder / "models")
+    separator.vocals(audio[: 2 * TRAIN_RATE], TRAIN_RATE)
+    cpu = time.process_time()
+    separator.vocals(audio, TRAIN_RATE)
+    costs.append(("separation (HT-Demucs, published size)", time.process_time() - cpu))
+    return costs
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -13,7 +14,9 @@ from core.fs import resolve_inside
 from core.xtts import languages
 from serve.metrics import RequestTracker
 from tabs.common import GPU, StopSwitches, form_handler, form_inputs, progress_callback, ranged_slider, ui_errors
-from train.dataset import TABLE_COLUMNS, BuildOptions, DatasetBuilder, load_table, report_markdown, save_table
+from train.clean_audio import Mode
+from train.dataset import PLOTS, BuildOptions, DatasetBuilder
+from train.dataset_review import SHOW, TABLE_COLUMNS, load_table, report_markdown, save_table
 from train.sources import parse_urls, uploaded
 from train.transcribe import WHISPER_SIZES
 
@@ -35,6 +38,12 @@ class BuildForm:
     max_s: float = 12.0
     min_snr_db: float = 15.0
     min_confidence: float = 0.5
+    separation: str = "auto"
+    denoise: str = "auto"
+    keep_speakers: int = 1
+    reference: str | None = None  # an uploaded clip of the speaker to keep
+    whisper_batch_size: int = 1
+    whisper_beam_size: int = 0
 
 
 class DatasetHandlers:
@@ -59,7 +68,10 @@ class DatasetHandlers:
         return BuildOptions(
             name=form.name, speaker=form.speaker, language=None if form.language in (None, "", "auto") else form.language,
             whisper_model=whisper_model, eval_fraction=form.eval_fraction, min_s=form.min_s, max_s=form.max_s,
-            min_snr_db=form.min_snr_db, min_confidence=form.min_confidence,
+            min_snr_db=form.min_snr_db, min_confidence=form.min_confidence, separation=form.separation or "auto",
+            denoise=form.denoise or "auto", keep_speakers=int(form.keep_speakers),
+            reference=str(uploaded([form.reference])[0]) if form.reference else "",
+            whisper_batch_size=int(form.whisper_batch_size), whisper_beam_size=int(form.whisper_beam_size),
         )  # fmt: skip
 
     def build_dataset(
@@ -81,12 +93,13 @@ class DatasetHandlers:
         gr.Info(report.summary().splitlines()[0])
         return report.dataset_dir.name, report.summary()
 
-    def show(self, dataset: str | None) -> tuple[str, str | None, str | None, pd.DataFrame]:
+    def show(self, dataset: str | None, show: str = "all") -> tuple[Any, ...]:
+        """The report, its plots and the clip table (``show``: all, kept or removed clips)."""
         if not dataset:
-            return "", None, None, pd.DataFrame(columns=TABLE_COLUMNS)
+            return "", *(None for _ in PLOTS), pd.DataFrame(columns=TABLE_COLUMNS)
         path = self.datasets.existing(dataset)
-        plots = [str(p) if p.is_file() else None for p in (path / "plots" / "lengths.png", path / "plots" / "snr.png")]
-        return report_markdown(path), plots[0], plots[1], pd.DataFrame(load_table(path), columns=TABLE_COLUMNS)
+        plots = [str(path / "plots" / name) if (path / "plots" / name).is_file() else None for name, *_ in PLOTS]
+        return report_markdown(path), *plots, pd.DataFrame(load_table(path, show or "all"), columns=TABLE_COLUMNS)
 
     def list_datasets(self) -> list[str]:
         """Names of the datasets under outputs/datasets."""
@@ -132,6 +145,28 @@ def _filters() -> dict[str, gr.Slider]:
     return {**split, **quality}
 
 
+def _cleaning() -> dict[str, Any]:
+    """The cleaning and transcription settings, by :class:`BuildForm` field."""
+    modes = [m.value for m in Mode]
+    with gr.Row():
+        cleaning = {
+            "separation": gr.Radio(modes, value="auto", label="Separate the voice from music (auto: when a music bed is detected)"),
+            "denoise": gr.Radio(modes, value="auto", label="Remove noise (auto: for a noisy source)"),
+        }  # fmt: skip
+    with gr.Row():
+        speakers = {
+            "keep_speakers": ranged_slider(0, 8, value=1, step=1, label="Voices to keep (0: all; 2+: one speaker name each)"),
+            "reference": gr.File(label="Reference clip of the speaker to keep (optional)", type="filepath", height=90,
+                                 file_types=["audio", "video"]),
+        }  # fmt: skip
+    with gr.Row():
+        whisper = {
+            "whisper_batch_size": ranged_slider(0, 64, value=1, step=1, label="Whisper batch size (0: sequential)"),
+            "whisper_beam_size": ranged_slider(0, 10, value=0, step=1, label="Whisper beam size (0: 1 on CPU, 5 on GPU)"),
+        }  # fmt: skip
+    return {**cleaning, **speakers, **whisper}
+
+
 def build(
     demo: gr.Blocks, datasets: DatasetBuilder, tracker: RequestTracker, default_whisper: str = "small", *,
     source_roots: Sequence[Path] = (),
@@ -167,6 +202,8 @@ def build(
                 allow_custom_value=True,
             )  # fmt: skip
             filters = _filters()
+            with gr.Accordion("Cleaning and transcription", open=False):
+                cleaning = _cleaning()
             with gr.Row():
                 start = gr.Button("Build dataset", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
@@ -175,32 +212,37 @@ def build(
         refresh = gr.Button("Refresh", size="sm", scale=0)
     summary = gr.Markdown(elem_id="dataset-summary")
     with gr.Row():
-        lengths_plot = gr.Image(label="Clip lengths", type="filepath", interactive=False, height=260)
-        snr_plot = gr.Image(label="SNR", type="filepath", interactive=False, height=260)
+        plot_images = [gr.Image(label=label, type="filepath", interactive=False, height=260) for _, _, label in PLOTS]
+    show = gr.Radio(list(SHOW), value="all", label="Clips to show (removed: listen to what was taken out)")
     table = gr.Dataframe(
-        headers=TABLE_COLUMNS, datatype=["bool", "str", "str", "str", "str", "number"], interactive=True,
-        label="Clips (edit text, untick keep to drop, then save)", elem_id="dataset-table", max_height=420,
+        headers=TABLE_COLUMNS, datatype=["bool", "str", "str", "str", "str", "number", "str", "number"],
+        interactive=True, elem_id="dataset-table", max_height=420,
+        label="Clips (edit text, untick keep to drop, tick a removed clip to restore it, then save)",
     )  # fmt: skip
     with gr.Row():
         clip_player = gr.Audio(label="Selected clip", type="filepath", interactive=False, elem_id="dataset-clip")
         save = gr.Button("Save edits")
 
-    view = [summary, lengths_plot, snr_plot, table]
+    view = [summary, *plot_images, table]
     private = {"api_visibility": "private"}
     inputs = form_inputs(BuildForm, {"name": name, "urls": urls, "files": files, "folder": folder, "cookies": cookies,
-                                     "speaker": speaker, "language": language, "whisper_model": whisper, **filters})  # fmt: skip
+                                     "speaker": speaker, "language": language, "whisper_model": whisper, **filters,
+                                     **cleaning})  # fmt: skip
     build_dataset = ui_errors(form_handler(BuildForm, handlers.build_dataset))
     building = start.click(
         build_dataset, inputs, [picked, summary], api_name="build_dataset", concurrency_id=GPU, concurrency_limit=1
     )
     refresh_list = handlers.refresh_list  # one function object, so its events share one queue group
-    building.success(refresh_list, picked, picked, **private).success(ui_errors(handlers.show), picked, view, **private)
+    building.success(refresh_list, picked, picked, **private).success(
+        ui_errors(handlers.show), [picked, show], view, **private
+    )
     stop.click(handlers.switches.stop, None, None, api_name="stop_dataset_build", queue=False)
-    picked.change(ui_errors(handlers.show), picked, view, **private)
+    picked.change(ui_errors(handlers.show), [picked, show], view, **private)
     refresh.click(refresh_list, picked, picked, **private)
+    show.change(ui_errors(handlers.show), [picked, show], view, **private)
     saved = gr.Textbox(visible=False)
     save.click(ui_errors(handlers.save_dataset_table), [picked, table], saved, api_name="save_dataset_table").success(
-        ui_errors(handlers.show), picked, view, **private
+        ui_errors(handlers.show), [picked, show], view, **private
     )
     table.select(ui_errors(handlers.play), [picked, table], clip_player, **private)
     gr.api(handlers.list_datasets, api_name="list_datasets")

@@ -37,7 +37,7 @@ GUEST = [
     "It started in my garage with a broken radio and a lot of patience.",
     "My mother laughed at first, but my father lent me his old tools.",
     "The first order came after nine months of building and testing.",
-    "We shipped every box by hand during that cold and rainy winter.",
+    "We packed every order by hand all through that first winter.",
     "There were many nights when the numbers simply did not add up.",
     "A friend reminded me why I had begun, and that kept me going.",
     "Start small, listen to the people who use your work, and be honest.",

@@ -271,8 +271,12 @@ HTDEMUCS_KWARGS: dict[str, object] = {
 }
 
 
-def build_htdemucs(out: Path) -> Path:
-    """A tiny HT-Demucs in Demucs's checkpoint format at ``out/separation/<official htdemucs name>``."""
+def build_htdemucs(out: Path, *, published_size: bool = False) -> Path:
+    """A tiny HT-Demucs in Demucs's checkpoint format at ``out/separation/<official htdemucs name>``.
+
+    ``published_size``: Demucs's own defaults instead (the size of the published htdemucs, 42 M
+    parameters), random weights all the same: what the benchmark times separation with.
+    """
     from fractions import Fraction
 
     import numpy as np
@@ -282,7 +286,10 @@ def build_htdemucs(out: Path) -> Path:
     from train.separation import MODELS
 
     torch.manual_seed(SEED)
-    model = HTDemucs(**HTDEMUCS_KWARGS, segment=Fraction(39, 20))
+    if published_size:
+        model = HTDemucs(sources=HTDEMUCS_KWARGS["sources"], segment=Fraction(39, 5))
+    else:
+        model = HTDemucs(**HTDEMUCS_KWARGS, segment=Fraction(39, 20))
     args, kwargs = model._init_args_kwargs
     package = {
         "klass": HTDemucs,

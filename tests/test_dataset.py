@@ -28,7 +28,8 @@ from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.net_policy import NetPolicy
 from tests.conftest import free_port, speak
 from train import sources as source_io
-from train.dataset import BuildOptions, DatasetBuilder, load_table, save_table
+from train.dataset import BuildOptions, DatasetBuilder
+from train.dataset_review import load_table, save_table
 from train.segment import CutOptions, Word, plan_clips
 
 SENTENCES = [
@@ -187,7 +188,7 @@ def test_build_from_a_link_with_yt_dlp(tmp_path: Path, talk: tuple[Path, list], 
     folder = report.dataset_dir
     header = (folder / "metadata_train.csv").read_text().splitlines()[0]
     assert header == "audio_file|text|speaker_name"
-    for row in load_table(folder):
+    for row in load_table(folder, "kept"):
         info = sf.info(folder / row["audio_file"])
         assert info.samplerate == RATE and 2.0 <= info.duration <= 12.0 and row["speaker_name"] == "from-link"
     assert (folder / "plots" / "lengths.png").stat().st_size > 1000 and (folder / "report.json").is_file()

@@ -37,7 +37,8 @@ from tests.conftest import speak
 from tests.test_training import make_dataset
 from train.config import TrainingConfig, preset, preset_for_dataset
 from train.coqui_csv import split_size
-from train.dataset import DatasetBuilder, report_markdown
+from train.dataset import DatasetBuilder
+from train.dataset_review import report_markdown
 from train.model_import import import_source
 
 SPEECH_PARAMETERS = [
@@ -94,6 +95,12 @@ FORM_ENDPOINTS = {
         "max_s",
         "min_snr_db",
         "min_confidence",
+        "separation",
+        "denoise",
+        "keep_speakers",
+        "reference",
+        "whisper_batch_size",
+        "whisper_beam_size",
     ],
     "/start_training": [
         "dataset",

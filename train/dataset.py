@@ -5,9 +5,15 @@ A dataset lives in ``outputs/datasets/<name>/``::
     downloads/<url-fingerprint>/   what yt-dlp fetched (".done" once complete)
     sources/<fingerprint>.wav      each source as mono 22.05 kHz
     transcripts/<fingerprint>.json words with times (a rebuild reuses them)
-    wavs/<fingerprint>_<n>.wav     the clips, loudness-normalised
+    sources/<fingerprint>.vocals.wav, ….denoised.wav   the source cleaned (see :mod:`train.clean_audio`)
+    wavs/<fingerprint>_<n>.wav     the kept clips, loudness-normalised
+    removed/<fingerprint>_<n>.wav  the clips a filter or the user removed, to listen to and restore
     metadata_train.csv, metadata_eval.csv   audio_file|text|speaker_name (see :mod:`train.coqui_csv`)
     report.json, plots/*.png, edits.json    what was kept and dropped, and the user's fixes
+
+Each source is cleaned first (vocals separated from a music bed, noise removed, each when it
+is needed or asked for), then transcribed and cut; the candidate clips of all sources are then
+matched to one speaker (or several, kept apart by name) by :mod:`train.speakers`.
 
 Sources are fingerprinted by content (links by URL), so an interrupted or repeated build
 skips the downloads, extractions and transcriptions it already has. A first build that fails
@@ -20,6 +26,7 @@ Links may only lead to public addresses unless the builder is made with
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -44,16 +51,23 @@ from core.errors import Cancelled, InvalidInput
 from core.model_files import ProgressCallback
 from core.net_policy import NetPolicy
 from core.xtts.languages import CHAR_LIMITS
+from train import denoise
 from train import sources as source_io
-from train.coqui_csv import TRAIN_FILE, MetadataRow, read_splits, write_metadata
+from train.clean_audio import CleanedSource, SourceCleaner, mode
+from train.coqui_csv import TRAIN_FILE, MetadataRow, write_metadata
+from train.dataset_review import NOT_SPEECH, clean_text, read_edits, reason_text
 from train.segment import ClipPlan, CutOptions, plan_clips
+from train.speakers import SpeakerEncoder, select_speakers
 from train.transcribe import WHISPER_RATE, Transcript, Whisper, speech_regions
 
 log = logging.getLogger(__name__)
 
 TRAIN_RATE = XTTS_INPUT_RATE
 _STOPPED = "The build was stopped; what was done is kept and the next build resumes from it."
-REASONS = ("too_short", "too_long", "silence", "clipping", "low_snr", "text_short", "text_long", "low_confidence")
+REASONS = (
+    "too_short", "too_long", "silence", "clipping", "low_snr", "text_short", "text_long", "low_confidence",
+    "other_speaker", "dropped_by_user",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,12 @@ class BuildOptions:
     # batched transcription (see train.transcribe); 0: Whisper's sequential loop. 1 is the fastest on a
     # CPU (bench/bench_dataset.py: the windows, not the batching, save the time); larger ones are for a GPU
     whisper_batch_size: int = 1
+    # 0: greedy (1) on a CPU, where it takes about a third less time for a little more word error; 5 on a GPU
+    whisper_beam_size: int = 0
+    separation: str = "auto"  # keep the vocals: "auto" when a music bed is detected, "on", "off"
+    denoise: str = "auto"  # speech enhancement: "auto" for a noisy source, "on", "off"
+    keep_speakers: int = 1  # 0: every voice; N: the N biggest voices, the target first, each its own speaker_name
+    reference: str = ""  # a clip of the target speaker (a path the caller has checked)
     eval_fraction: float = 0.1
     min_s: float = 2.0
     max_s: float = 12.0
@@ -84,6 +104,13 @@ class ClipRecord:
     snr_db: float
     confidence: float
     reason: str | None = None
+    similarity: float | None = None  # to the target speaker (cosine of speaker embeddings)
+    speaker: str | None = None  # its speaker_name, when several voices are kept
+    detail: str = ""  # more about the reason, e.g. "two voices in one clip"
+
+    @property
+    def removed_file(self) -> str:
+        return "removed/" + self.file.removeprefix("wavs/")
 
 
 @dataclass
@@ -99,20 +126,20 @@ class BuildReport:
     sources: list[dict[str, Any]]
     transcribed_now: list[str] = field(default_factory=list)
     clips: list[ClipRecord] = field(default_factory=list)
+    minutes_in: float = 0.0
+    speakers: list[dict[str, Any]] = field(default_factory=list)  # the voices found: cluster, seconds, kept as
 
     def summary(self) -> str:
-        lines = [f"{self.kept} clips kept ({self.kept_minutes:.1f} min): {self.train} train, {self.eval} eval."]
+        lines = [
+            f"{self.kept} clips kept ({self.kept_minutes:.1f} of {self.minutes_in:.1f} min): "
+            f"{self.train} train, {self.eval} eval."
+        ]
         for reason, numbers in self.dropped.items():
-            lines.append(
-                f"Dropped for {reason.replace('_', ' ')}: {int(numbers['clips'])} clips ({numbers['minutes']:.1f} min)."
-            )
+            clips = f"{int(numbers['clips'])} clips, " if reason != NOT_SPEECH else ""
+            lines.append(f"Removed, {reason_text(reason)}: {clips}{numbers['minutes']:.1f} min.")
         failed = [s for s in self.sources if s.get("error")]
         lines += [f"Skipped {s['name']}: {s['error']}" for s in failed]
         return "\n".join(lines)
-
-
-def _clean_text(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("|", " ")).strip()
 
 
 def snr_db(clip: np.ndarray, noise_floor_db: float) -> float:
@@ -124,10 +151,21 @@ def snr_db(clip: np.ndarray, noise_floor_db: float) -> float:
 class DatasetBuilder:
     """Builds datasets under ``root`` (``outputs/datasets``)."""
 
-    def __init__(self, root: Path, *, allow_private_urls: bool = False, whisper: Whisper | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        allow_private_urls: bool = False,
+        whisper: Whisper | None = None,
+        cleaner: SourceCleaner | None = None,
+        speakers: SpeakerEncoder | None = None,
+    ) -> None:
+        """``cleaner`` defaults to denoising only (no separation model); ``speakers`` to an encoder on Whisper's device."""
         self.root = root
         self.url_policy = NetPolicy(allow_private=allow_private_urls)
         self.whisper = whisper or Whisper(DeviceScheduler("cpu"))
+        self.cleaner = cleaner or SourceCleaner(None, denoise.Denoiser() if denoise.available() else None)
+        self.speakers = speakers or SpeakerEncoder(self.whisper.scheduler)
 
     def folder_for(self, name: str) -> Path:
         return self.root / fs.slug(fs.clean_name(name, noun="dataset"), fallback="dataset")
@@ -173,8 +211,14 @@ class DatasetBuilder:
             raise InvalidInput("The eval fraction must be between 0 and 0.5.")
         if not 0 <= options.whisper_batch_size <= 64:
             raise InvalidInput("The Whisper batch size must be between 0 (sequential) and 64.")
+        if not 0 <= options.whisper_beam_size <= 10:
+            raise InvalidInput("The Whisper beam size must be between 1 and 10 (0: the device's default).")
         if not 0.5 <= options.min_s < options.max_s <= 30:
             raise InvalidInput("Clip lengths must satisfy 0.5 <= min < max <= 30 seconds.")
+        if not 0 <= options.keep_speakers <= 8:
+            raise InvalidInput("Keep between 0 (every voice) and 8 speakers.")
+        mode(options.separation, "Separation"), mode(options.denoise, "Denoise")
+        reference = self._reference(options.reference)
         inputs = list(files) + (source_io.folder_media(folder) if folder else [])
         if not urls and not inputs:
             raise InvalidInput("Add at least one link, uploaded file or server folder.")
@@ -186,7 +230,7 @@ class DatasetBuilder:
             sources = self._fetch(urls, target, cookies, report_progress, stop) + [
                 {"name": p.name, "path": p, "origin": str(p)} for p in inputs
             ]
-            return self._process(target, name, options, sources, report_progress, stop)
+            return self._process(target, name, options, sources, reference, report_progress, stop)
         except BaseException:
             if created and not _holds_work(target):
                 log.info("The build of %s failed before any reusable work; removing %s", name, target)
@@ -222,10 +266,11 @@ class DatasetBuilder:
         name: str,
         options: BuildOptions,
         sources: list[dict[str, Any]],
+        reference: np.ndarray | None,
         report_progress: ProgressCallback,
         stop: Callable[[], bool],
     ) -> BuildReport:
-        """Extract, transcribe and cut each usable source, then write the dataset."""
+        """Extract, clean, transcribe and cut each usable source, keep the target voice, then write the dataset."""
         transcribed_now: list[str] = []
         clips: list[ClipRecord] = []
         languages: list[str] = []
@@ -233,27 +278,101 @@ class DatasetBuilder:
         for index, source in enumerate(usable):
             if stop():
                 raise Cancelled(_STOPPED)
-            share = 0.2 + 0.75 * index / max(len(usable), 1)
-            report_progress(share, f"Source {index + 1} of {len(usable)}: {source['name']}")
+            share, step = 0.2 + 0.65 * index / max(len(usable), 1), 0.65 / max(len(usable), 1)
+            label = f"Source {index + 1} of {len(usable)}: {source['name']}"
+            report_progress(share, label)
             try:
                 audio, fingerprint = self._extract(source["path"], target)
-                audio16k = soxr.resample(audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
+                progress = functools.partial(_scaled, report_progress, share, 0.5 * step, label)
+                cleaned = self._clean(audio, target / "sources" / fingerprint, options, stop, progress)
+                audio16k = soxr.resample(cleaned.audio, TRAIN_RATE, WHISPER_RATE).astype(np.float32)
                 speech = speech_regions(audio16k)  # one VAD pass serves the transcription and the cuts
-                transcript, fresh = self._transcript(audio16k, speech, fingerprint, target, options, source["name"])
+                report_progress(share + 0.5 * step, f"{label}: transcribing")
+                transcript, fresh = self._transcript(
+                    audio16k, speech, fingerprint, cleaned.cleaning, target, options, source["name"]
+                )
             except InvalidInput as exc:
                 source["error"] = str(exc)
                 continue
-            source["fingerprint"] = fingerprint
-            source["minutes"] = round(len(audio) / TRAIN_RATE / 60, 2)
+            source.update(fingerprint=fingerprint, minutes=round(len(audio) / TRAIN_RATE / 60, 3), **cleaned.facts)
+            source["cleaning"] = cleaned.cleaning
             if fresh:
                 transcribed_now.append(fingerprint)
             languages.append(transcript.language)
-            clips += self._cut(audio, speech, fingerprint, transcript, target, options, source["name"])
+            clips += self._cut(cleaned.audio, speech, fingerprint, transcript, target, options, source["name"])
         if not any("error" not in s for s in sources):
             raise InvalidInput("No source could be used:\n- " + "\n- ".join(s["error"] for s in sources))
         language = options.language or (max(set(languages), key=languages.count) if languages else "en")
+        speaker = clean_text(options.speaker) or fs.slug(name, fallback="dataset")
+        report_progress(0.87, "Matching the clips to the speaker")
+        voices = self._select_speakers(target, clips, options, speaker, reference, stop)
         report_progress(0.97, "Writing the metadata")
-        return self._finish(target, name, options, language, sources, clips, transcribed_now)
+        return self._finish(target, options, language, speaker, sources, clips, voices, transcribed_now)
+
+    def _clean(
+        self,
+        audio: np.ndarray,
+        cache: Path,
+        options: BuildOptions,
+        stop: Callable[[], bool],
+        progress: ProgressCallback,
+    ) -> CleanedSource:
+        try:
+            return self.cleaner.clean(
+                audio, TRAIN_RATE, cache, separation=mode(options.separation, "Separation"),
+                denoise=mode(options.denoise, "Denoise"), progress=progress, should_stop=stop,
+            )  # fmt: skip
+        except Cancelled:
+            raise Cancelled(_STOPPED) from None
+
+    def _reference(self, path: str) -> np.ndarray | None:
+        """The reference clip as 16 kHz mono, checked before any work starts."""
+        if not path:
+            return None
+        decoded = decode(Path(path))
+        mono = decoded.mono().astype(np.float32)
+        if len(mono) < decoded.sample_rate:
+            raise InvalidInput("The reference clip must hold at least one second of the speaker's voice.")
+        return soxr.resample(mono, decoded.sample_rate, WHISPER_RATE).astype(np.float32)
+
+    def _select_speakers(
+        self,
+        target: Path,
+        clips: list[ClipRecord],
+        options: BuildOptions,
+        speaker: str,
+        reference: np.ndarray | None,
+        stop: Callable[[], bool],
+    ) -> list[dict[str, Any]]:
+        """Mark the candidate clips of other voices (and of two voices) ``other_speaker``; returns the voices found."""
+        candidates = [c for c in clips if c.reason is None]
+        if not options.keep_speakers or len(candidates) < 2:
+            return []
+        audio = []
+        for clip in candidates:
+            if stop():
+                raise Cancelled(_STOPPED)
+            wav, rate = sf.read(target / clip.file, dtype="float32")
+            audio.append(soxr.resample(wav, rate, WHISPER_RATE).astype(np.float32))
+        selection = select_speakers(
+            audio, encoder=self.speakers, reference=reference, keep_clusters=options.keep_speakers,
+            speaker_name=speaker,
+        )  # fmt: skip
+        for clip, voice in zip(candidates, selection.clips, strict=True):
+            clip.similarity = round(float(voice.similarity), 3)
+            if voice.keep:
+                clip.speaker = voice.speaker if options.keep_speakers > 1 else None
+            else:
+                clip.reason, clip.detail = "other_speaker", voice.reason or ""
+        kept_as = {v.cluster: v.speaker for v in selection.clips if v.keep}
+        return [
+            {
+                "cluster": c.id, "clips": c.clips, "minutes": round(c.seconds / 60, 3),
+                "similarity_to_reference": None if c.similarity_to_reference is None else round(c.similarity_to_reference, 3),
+                "kept_as": kept_as.get(c.id), "target": c.id == selection.target,
+            }
+            for c in selection.clusters
+        ]  # fmt: skip
 
     def _extract(self, path: Path, target: Path) -> tuple[np.ndarray, str]:
         fingerprint = source_io.file_fingerprint(path)
@@ -274,18 +393,21 @@ class DatasetBuilder:
         audio16k: np.ndarray,
         speech: list[tuple[float, float]],
         fingerprint: str,
+        cleaning: str,
         target: Path,
         options: BuildOptions,
         name: str,
     ) -> tuple[Transcript, bool]:
-        """The source's transcript, from the cache when it has one for this model and requested language.
+        """The source's transcript, from the cache when it has one for this model, language and cleaning.
 
-        Batched and sequential transcripts are alike (words with times), so either serves as the cache entry.
+        Batched and sequential transcripts are alike (words with times), so either serves as the cache entry;
+        so do greedy and beam search ones.
         """
         cached = target / "transcripts" / f"{fingerprint}.json"
+        key = {"model": options.whisper_model, "requested_language": options.language, "cleaning": cleaning}
         if cached.is_file():
             data = json.loads(cached.read_text(encoding="utf-8"))
-            if data.get("model") == options.whisper_model and data.get("requested_language") == options.language:
+            if all(data.get(k, "none" if k == "cleaning" else None) == v for k, v in key.items()):
                 return Transcript.from_dict(data), False
         if not speech:
             raise InvalidInput(f"{name}: no speech was found in it (silence or music only).")
@@ -295,11 +417,11 @@ class DatasetBuilder:
             language=options.language,
             batch_size=options.whisper_batch_size,
             regions=speech,
+            beam_size=options.whisper_beam_size or self.whisper.default_beam_size(),
         )
         if not transcript.words:
             raise InvalidInput(f"{name}: Whisper heard no words in it.")
-        payload = {**transcript.to_dict(), "model": options.whisper_model, "requested_language": options.language}
-        fs.write_json(cached, payload)
+        fs.write_json(cached, {**transcript.to_dict(), **key})
         return transcript, True
 
     def _cut(
@@ -323,7 +445,7 @@ class DatasetBuilder:
             clip = audio[int(plan.start * TRAIN_RATE) : int(plan.end * TRAIN_RATE)]
             record = ClipRecord(
                 file=f"wavs/{fingerprint}_{number:04d}.wav",
-                text=_clean_text(plan.text),
+                text=clean_text(plan.text),
                 source=name,
                 start=round(plan.start, 3),
                 duration=round(plan.duration, 3),
@@ -331,10 +453,9 @@ class DatasetBuilder:
                 confidence=round(plan.confidence, 3),
             )
             record.reason = self._reason(record, clip, plan, options, limit)
-            if record.reason is None:
-                buffer = io.BytesIO()
-                sf.write(buffer, normalize_loudness(clip, TRAIN_RATE), TRAIN_RATE, format="WAV", subtype="PCM_16")
-                fs.write_bytes(target / record.file, buffer.getvalue())
+            buffer = io.BytesIO()  # every clip: _finish moves the removed ones aside, to listen to and restore
+            sf.write(buffer, normalize_loudness(clip, TRAIN_RATE), TRAIN_RATE, format="WAV", subtype="PCM_16")
+            fs.write_bytes(target / record.file, buffer.getvalue())
             records.append(record)
         return records
 
@@ -356,20 +477,23 @@ class DatasetBuilder:
     def _finish(
         self,
         target: Path,
-        name: str,
         options: BuildOptions,
         language: str,
+        speaker: str,
         sources: list[dict[str, Any]],
         clips: list[ClipRecord],
+        voices: list[dict[str, Any]],
         transcribed_now: list[str],
     ) -> BuildReport:
-        edits = _read_edits(target)
+        edits = read_edits(target)
         for clip in clips:
             edit = edits.get(clip.file, {})
             if clip.reason is None and edit.get("drop"):
                 clip.reason = "dropped_by_user"
+            elif clip.reason is not None and edit.get("restore"):
+                clip.reason, clip.detail = None, f"restored by the user (was {reason_text(clip.reason)})"
             if "text" in edit:
-                clip.text = _clean_text(edit["text"])
+                clip.text = clean_text(edit["text"])
         kept = [c for c in clips if c.reason is None]
         if not kept:
             raise InvalidInput(
@@ -383,22 +507,21 @@ class DatasetBuilder:
             max(1, round(len(order) * options.eval_fraction)) if options.eval_fraction > 0 and len(order) > 1 else 0
         )
         eval_files = {c.file for c in order[:n_eval]}
-        speaker = _clean_text(options.speaker) or fs.slug(name, fallback="dataset")
         write_metadata(
             target,
-            [MetadataRow(c.file, c.text, speaker) for c in kept if c.file not in eval_files],
-            [MetadataRow(c.file, c.text, speaker) for c in kept if c.file in eval_files],
+            [MetadataRow(c.file, c.text, c.speaker or speaker) for c in kept if c.file not in eval_files],
+            [MetadataRow(c.file, c.text, c.speaker or speaker) for c in kept if c.file in eval_files],
         )
-        wanted = {c.file for c in kept}
-        for stale in (target / "wavs").glob("*.wav"):
-            if f"wavs/{stale.name}" not in wanted:
-                stale.unlink()
+        _place_clip_files(target, clips)
+        minutes_in = sum(float(s.get("minutes", 0.0)) for s in sources)
         dropped: dict[str, dict[str, float]] = {}
         for clip in clips:
             if clip.reason is not None:
                 entry = dropped.setdefault(clip.reason, {"clips": 0, "minutes": 0.0})
                 entry["clips"] += 1
                 entry["minutes"] = round(entry["minutes"] + clip.duration / 60, 3)
+        outside = minutes_in - sum(c.duration for c in clips) / 60
+        dropped[NOT_SPEECH] = {"clips": 0, "minutes": round(max(outside, 0.0), 3)}
         report = BuildReport(
             dataset_dir=target,
             language=language,
@@ -411,6 +534,8 @@ class DatasetBuilder:
             sources=[{k: str(v) if isinstance(v, Path) else v for k, v in s.items()} for s in sources],
             transcribed_now=transcribed_now,
             clips=clips,
+            minutes_in=round(minutes_in, 3),
+            speakers=voices,
         )
         payload = {
             **asdict(report),
@@ -423,43 +548,48 @@ class DatasetBuilder:
         return report
 
 
-def report_markdown(folder: Path) -> str:
-    """The dataset's last build report (report.json) as Markdown; empty when there is none."""
-    try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    lines = [
-        f"**{folder.name}** · language {report['language']} · speaker `{report['speaker']}` · built {report.get('built', '')[:19]}",
-        f"- kept **{report['kept']}** clips, {report['kept_minutes']:.1f} min ({report['train']} train / {report['eval']} eval)",
-    ]
-    lines += [
-        f"- dropped for {reason.replace('_', ' ')}: {int(v['clips'])} clips, {v['minutes']:.1f} min"
-        for reason, v in report["dropped"].items()
-    ]
-    lines += [f"- skipped {s['name']}: {s['error']}" for s in report["sources"] if s.get("error")]
-    return "\n".join(lines)
+def _place_clip_files(target: Path, clips: Sequence[ClipRecord]) -> None:
+    """Kept clips stay in ``wavs/`` (where :meth:`DatasetBuilder._cut` writes every clip), removed ones move to
+    ``removed/``; other files there (clips no longer cut, older copies) are deleted."""
+    (target / "removed").mkdir(exist_ok=True)
+    for clip in clips:
+        if clip.reason is not None and (target / clip.file).is_file():
+            (target / clip.file).replace(target / clip.removed_file)
+    wanted = {c.file if c.reason is None else c.removed_file for c in clips}
+    for folder in ("wavs", "removed"):
+        for stale in (target / folder).glob("*.wav"):
+            if f"{folder}/{stale.name}" not in wanted:
+                stale.unlink()
+
+
+def _scaled(progress: ProgressCallback, start: float, share: float, label: str, fraction: float, message: str) -> None:
+    progress(start + share * fraction, f"{label}: {message}")
 
 
 def _holds_work(target: Path) -> bool:
-    """Whether a dataset folder holds work a rebuild would reuse: finished downloads or transcripts."""
-    return any((target / "transcripts").glob("*.json")) or any((target / "downloads").glob("*/.done"))
+    """Whether a dataset folder holds work a rebuild would reuse: finished downloads, cleaned sources, transcripts."""
+    return (
+        any((target / "transcripts").glob("*.json"))
+        or any((target / "downloads").glob("*/.done"))
+        or any((target / "sources").glob("*.*.wav"))  # separated or denoised: the slow steps
+    )
 
 
-def _read_edits(target: Path) -> dict[str, dict[str, Any]]:
-    try:
-        return json.loads((target / "edits.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+PLOTS = (
+    ("lengths.png", "duration", "clip length (s)"),
+    ("snr.png", "snr_db", "estimated SNR (dB)"),
+    ("similarity.png", "similarity", "similarity to the target speaker"),
+)
 
 
 def _plots(target: Path, clips: Sequence[ClipRecord]) -> None:
-    for name, attribute, label in (
-        ("lengths.png", "duration", "clip length (s)"),
-        ("snr.png", "snr_db", "estimated SNR (dB)"),
-    ):
-        every = [getattr(c, attribute) for c in clips]
-        kept = [getattr(c, attribute) for c in clips if c.reason is None]
+    """Histograms of every clip against the kept ones; similarity only when speakers were matched."""
+    for name, attribute, label in PLOTS:
+        every = [v for c in clips if (v := getattr(c, attribute)) is not None]
+        kept = [v for c in clips if c.reason is None and (v := getattr(c, attribute)) is not None]
+        if not every:
+            (target / "plots" / name).unlink(missing_ok=True)
+            continue
         fig, ax = plots.subplots(size=(5, 3))
         ax.hist(every, bins=20, color="#c7c7e8", label="all")
         ax.hist(kept, bins=20, color="#5b5bd6", label="kept")
@@ -467,51 +597,3 @@ def _plots(target: Path, clips: Sequence[ClipRecord]) -> None:
         ax.set_ylabel("clips")
         ax.legend()
         plots.save_png(fig, target / "plots" / name)
-
-
-# ---- the clip table the user reviews ---------------------------------------------------------
-TABLE_COLUMNS = ["keep", "split", "audio_file", "text", "speaker_name", "seconds"]
-
-
-def load_table(target: Path) -> list[dict[str, Any]]:
-    rows = []
-    for split, split_rows in read_splits(target).items():
-        for row in split_rows:
-            wav = target / row["audio_file"]
-            seconds = round(sf.info(wav).duration, 2) if wav.is_file() else 0.0
-            rows.append({"keep": True, "split": split, **row, "seconds": seconds})
-    if not rows:
-        raise InvalidInput(f"{target.name} has no metadata yet; build it first.")
-    return rows
-
-
-def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """Rewrite the CSVs from the edited rows (dropped rows leave them) and remember the edits."""
-    known = {r["audio_file"]: r for r in load_table(target)}
-    edits = _read_edits(target)
-    train: list[tuple[str, str]] = []
-    evaluation: list[tuple[str, str]] = []
-    speaker = ""
-    for row in rows:
-        file = str(row.get("audio_file", ""))
-        if file not in known:
-            raise InvalidInput(f"{file} is not a clip of this dataset; reload the table.")
-        text = _clean_text(str(row.get("text", "")))
-        keep = str(row.get("keep", True)).strip().lower() not in ("false", "0", "no", "")
-        if keep and not text:
-            raise InvalidInput(f"{file}: the text is empty; fix it or untick keep.")
-        if text != known[file]["text"]:
-            edits.setdefault(file, {})["text"] = text
-        if not keep:
-            edits.setdefault(file, {})["drop"] = True
-            continue
-        speaker = str(row.get("speaker_name") or known[file]["speaker_name"])
-        (evaluation if known[file]["split"] == "eval" else train).append((file, text))
-    if not train:
-        raise InvalidInput("At least one training clip must stay.")
-    speaker = _clean_text(speaker) or target.name
-    write_metadata(
-        target, [MetadataRow(f, t, speaker) for f, t in train], [MetadataRow(f, t, speaker) for f, t in evaluation]
-    )
-    fs.write_json(target / "edits.json", edits)
-    return len(train), len(evaluation)

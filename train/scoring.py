@@ -26,6 +26,7 @@ import numpy as np
 from core import fs, plots
 from core.audio import decode
 from core.device import DeviceScheduler
+from train.speakers import SpeakerEncoder
 from train.transcribe import WHISPER_RATE, Whisper
 
 log = logging.getLogger(__name__)
@@ -33,41 +34,6 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "scores.json"
 TRUNCATED_BELOW = 0.6  # length ratio against the base model
 RUN_ON_ABOVE = 1.7
-ENCODER = "speaker-encoder"  # the name in the device registry
-
-
-class SpeakerEncoder:
-    """resemblyzer's speaker encoder, independent of XTTS; loaded once, used inside the device slot."""
-
-    def __init__(self, scheduler: DeviceScheduler) -> None:
-        self.scheduler = scheduler
-        self._encoder: Any = None
-        scheduler.models.register(
-            ENCODER, estimate_bytes=self._estimate, offload=self.unload, reload=self.unload, order=15
-        )
-
-    def _estimate(self) -> int:
-        if self._encoder is None:
-            return 0
-        return sum(t.numel() * t.element_size() for t in self._encoder.parameters())
-
-    def unload(self) -> None:
-        if self._encoder is not None:
-            self._encoder = None
-            self.scheduler.models.unloaded(ENCODER)
-
-    def embed(self, wav: np.ndarray) -> np.ndarray:
-        """The utterance embedding of preprocessed 16 kHz audio."""
-        with self.scheduler.slot(ENCODER):
-            target = self.scheduler.models.target_device()
-            if self._encoder is not None and str(self._encoder.device) != target:
-                self.unload()
-            if self._encoder is None:
-                from resemblyzer import VoiceEncoder
-
-                self._encoder = VoiceEncoder(target, verbose=False)
-                self.scheduler.models.loaded(ENCODER)
-            return self._encoder.embed_utterance(wav)
 
 
 def spoken_form(text: str, language: str) -> str:
@@ -120,19 +86,16 @@ def fingerprint(files: Sequence[Path]) -> str:
 class Scorer:
     """Scores samples; the speaker encoder and Whisper load once and stay resident."""
 
-    def __init__(self, whisper_model: str, *, whisper: Whisper | None = None) -> None:
+    def __init__(
+        self, whisper_model: str, *, whisper: Whisper | None = None, encoder: SpeakerEncoder | None = None
+    ) -> None:
         self.whisper_model = whisper_model
         self.whisper = whisper or Whisper(DeviceScheduler("cpu"))
-        self.encoder = SpeakerEncoder(self.whisper.scheduler)
+        self.encoder = encoder or SpeakerEncoder(self.whisper.scheduler)
         self._references: dict[str, np.ndarray] = {}
 
     def _embed(self, audio16k: np.ndarray) -> np.ndarray:
-        from resemblyzer import preprocess_wav
-
-        wav = preprocess_wav(audio16k, source_sr=WHISPER_RATE)
-        if len(wav) < WHISPER_RATE // 4:  # resemblyzer trims silence; nothing left means no voice
-            return np.zeros(256, dtype=np.float32)
-        return self.encoder.embed(wav)
+        return self.encoder.embed(audio16k)  # a zero vector when no voice is left once silence is trimmed
 
     def reference_embedding(self, clips: Sequence[Path]) -> np.ndarray:
         key = fingerprint(clips) + "|" + "|".join(str(c) for c in clips)

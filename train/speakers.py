@@ -9,6 +9,7 @@ dropped before clustering, so it can neither join a speaker nor pull two speaker
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from core.device import DeviceScheduler
 
 RATE = 16000
 EMBEDDING_SIZE = 256
@@ -32,21 +35,48 @@ OTHER_SPEAKER = "other speaker"
 TWO_VOICES = "two voices in one clip"
 
 
-class SpeakerEncoder:
-    """resemblyzer's VoiceEncoder, loaded on first use (once, even when threads race to it)."""
+ENCODER = "speaker-encoder"  # the name in the device registry
 
-    def __init__(self, device: str = "cpu") -> None:
-        self.device = device
+
+class SpeakerEncoder:
+    """resemblyzer's VoiceEncoder, loaded on first use (once, even when threads race to it).
+
+    With a ``scheduler`` (the studio's), it runs inside the device slot on the device the registry
+    names and is registered there, so lending the GPU to training moves it off; without one, on the CPU.
+    """
+
+    def __init__(self, scheduler: DeviceScheduler | None = None) -> None:
+        self.scheduler = scheduler
         self._encoder: Any = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        if scheduler is not None:
+            scheduler.models.register(
+                ENCODER, estimate_bytes=self._estimate, offload=self.unload, reload=self.unload, order=15
+            )
+
+    def _estimate(self) -> int:
+        encoder = self._encoder
+        return 0 if encoder is None else sum(t.numel() * t.element_size() for t in encoder.parameters())
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._encoder is not None:
+                self._encoder = None
+                if self.scheduler is not None:
+                    self.scheduler.models.unloaded(ENCODER)
 
     def _model(self) -> Any:
+        target = self.scheduler.models.target_device() if self.scheduler is not None else "cpu"
+        if self._encoder is not None and str(self._encoder.device) != target:
+            self.unload()
         with self._lock:
             if self._encoder is None:
                 from resemblyzer import VoiceEncoder
 
-                self._encoder = VoiceEncoder(self.device, verbose=False)
+                self._encoder = VoiceEncoder(target, verbose=False)
+                if self.scheduler is not None:
+                    self.scheduler.models.loaded(ENCODER)
             return self._encoder
 
     def analyse(self, audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +110,8 @@ class SpeakerEncoder:
         wav = preprocess_wav(audio, source_sr=RATE)
         if len(wav) < MIN_VOICED_S * RATE:
             return silent
-        embedding, partials, _ = self._model().embed_utterance(wav, return_partials=True)
+        with self.scheduler.slot(ENCODER) if self.scheduler is not None else contextlib.nullcontext():
+            embedding, partials, _ = self._model().embed_utterance(wav, return_partials=True)
         norm = float(np.linalg.norm(embedding))
         if not np.isfinite(norm) or norm == 0:
             return silent
