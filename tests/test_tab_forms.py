@@ -114,6 +114,7 @@ FORM_ENDPOINTS = {
         "reference_clip",
         "mixed_precision",
         "gradient_checkpointing",
+        "gpus",
     ],
 }
 
