@@ -5,6 +5,7 @@ that two GPUs get, on the tiny XTTS."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,19 +21,20 @@ from train.run_state import pid_alive, read_lifecycle
 from train.runner import TrainingRunner
 from train.runs import RunStore
 
-EPOCHS = 3  # 8 training clips, 4 per rank, batch 2: 2 steps an epoch
+EPOCHS = 2  # 8 training clips, 4 per rank, batch 2: 2 steps an epoch
 
 
 @pytest.fixture(scope="module")
 def shared_run(tmp_path_factory: pytest.TempPathFactory, tiny_xtts: Path) -> Iterator[dict[str, Any]]:
-    """One two-rank run, cancelled after its first save, then resumed to the end."""
+    """One two-rank run, cancelled after its first step, then resumed to the end."""
     dataset = make_dataset(tmp_path_factory.mktemp("ddp-set"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CPU_RANKS_ENV, "1")
         runner = TrainingRunner(RunStore(tmp_path_factory.mktemp("ddp") / "runs"))
-        run = runner.start(config_for(dataset, tiny_xtts, epochs=EPOCHS, save_every=2, gpus=[0, 1]))
+        config = config_for(dataset, tiny_xtts, epochs=EPOCHS, save_every=2, gpus=[0, 1], test_sentences=["Hi there."])
+        run = runner.start(config)
         folder = runner.store.folder(run)
-        wait_for(lambda: runner.status(run).get("step", 0) >= 3, timeout=240)
+        wait_for(lambda: runner.status(run).get("step", 0) >= 1, timeout=240)
         ranks = [json.loads(p.read_text()) for p in sorted((folder / "ranks").glob("*/rank.json"))]
         cancelled = runner.cancel(run)
         ranks_alive_after_cancel = [pid_alive(r["pid"], r["pid_started"]) for r in ranks]
@@ -50,24 +52,24 @@ def test_a_cancel_stops_both_ranks_and_leaves_a_resumable_run(shared_run: dict[s
     assert [r["rank"] for r in shared_run["ranks"]] == [0, 1] and {r["attempt"] for r in shared_run["ranks"]} == {0}
     assert shared_run["ranks_alive_after_cancel"] == [False, False]
     saved = max(c["step"] for c in cancelled["checkpoints"] if not c["best"])
-    assert saved >= 3  # rank 0 saved on the cancel
+    assert saved >= 1  # rank 0 saved on the cancel
 
 
 def test_the_resumed_run_completes_sharded_averaged_and_written_once(shared_run: dict[str, Any]) -> None:
     final, folder = shared_run["final"], shared_run["folder"]
     assert final["state"] == "completed", final.get("error")
-    # each rank trains on its half of the 8 clips: 2 steps an epoch, not 4
-    assert final["step"] == final["total_steps"] == 2 * EPOCHS and final["resumes"] == 1
+    assert final["total_steps"] == 2 * EPOCHS and final["resumes"] == 1
     lifecycle = read_lifecycle(folder)
     assert lifecycle.world_size == 2 and lifecycle.devices == ["cpu", "cpu"]
     # checkpoints and samples once, from rank 0; rank 1 keeps only its log and trainer folder
     assert {c["step"] for c in final["checkpoints"]} >= {2 * EPOCHS}
     assert list((folder / "ranks").rglob("*.pth")) == []
-    assert not list((folder / "ranks").rglob("samples")) and not (folder / "ranks" / "1" / "progress.json").exists()
-    assert {"2", str(2 * EPOCHS)} <= set(final["samples"])
-    rank_log = (folder / "ranks" / "1" / "train.log").read_text()
-    assert "EPOCH:" in rank_log or "STEP:" in rank_log
-    log = (folder / "train.log").read_text()
+    assert not list((folder / "ranks").rglob("*.wav")) and not (folder / "ranks" / "1" / "progress.json").exists()
+    assert str(2 * EPOCHS) in final["samples"]
+    log, rank_log = (folder / "train.log").read_text(), (folder / "ranks" / "1" / "train.log").read_text()
+    # each rank trains on its half of the 8 clips: steps 0 and 1 of 0..1 each epoch, not 0..3
+    assert set(re.findall(r"STEP: \d+/(\d+)", log)) == {"1"}
+    assert "Restoring Model" in rank_log and "STEP:" not in rank_log  # rank 1 resumed too; rank 0 reports
     # at every save the ranks compare their weights: equal although each trained on other clips
     assert f"weights identical on 2 ranks at step {2 * EPOCHS}" in log
     resumed = [json.loads(p.read_text()) for p in sorted((folder / "ranks").glob("*/rank.json"))]

@@ -382,6 +382,11 @@ def run(run_dir: Path, ranks: Ranks = SINGLE, device: str = "") -> int:
         },
     )
     if ranks.distributed:
+        if not ranks.main:
+            # the trainer means to log a rank > 0 to a file only, but drops that file handler with the
+            # console ones (a FileHandler is a StreamHandler): its messages (restores, warnings) go to
+            # this rank's own log instead; step and epoch summaries it prints on rank 0 only
+            logging.getLogger("trainer").addHandler(logging.StreamHandler(sys.stdout))
         if lifecycle.resume_from and not ranks.main:
             _resume_rank(trainer, lifecycle.resume_from)
         distributed.broadcast_weights(model)
