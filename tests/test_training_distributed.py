@@ -122,3 +122,19 @@ def test_the_gpu_list_is_checked_in_the_tab_and_the_cli(
     assert handlers.config(TrainingForm(dataset=str(dataset), gpus="0,1")).gpus == [0, 1]
     assert finetune.main(["--dataset", str(dataset), "--gpus", "0,a", "--outputs-dir", str(tmp_path)]) == 2
     assert "'a' is not a GPU number" in capsys.readouterr().err
+
+
+def test_preflight_checks_the_listed_gpus(tmp_path: Path, tiny_xtts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv(CPU_RANKS_ENV, raising=False)
+    dataset = make_dataset(tmp_path / "voice", ["Hello there friend.", "Read a good book."], 1)
+    runner = TrainingRunner(RunStore(tmp_path / "runs"))
+    if torch.cuda.is_available():
+        missing = torch.cuda.device_count()
+        with pytest.raises(InvalidInput, match=f"GPU {missing} does not exist"):
+            runner.start(config_for(dataset, tiny_xtts, gpus=[0, missing]))
+    else:
+        with pytest.raises(InvalidInput, match="GPUs 0, 1 were chosen but PyTorch sees no CUDA GPU"):
+            runner.start(config_for(dataset, tiny_xtts, gpus=[0, 1]))
+    assert runner.store.list() == []

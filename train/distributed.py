@@ -18,8 +18,11 @@ is built, and:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,7 @@ from typing import Any
 from train.launch import CPU_RANKS_ENV, GPUS_ENV
 
 log = logging.getLogger("train.worker")
+PR_SET_PDEATHSIG = 1  # prctl option: the signal this process gets when its parent dies
 BUCKET_ELEMENTS = 1 << 24  # gradients go over the wire in flat buckets of up to 64 MB (fp32)
 
 
@@ -61,6 +65,14 @@ def select_device(ranks: Ranks) -> str:
     gpus = os.environ[GPUS_ENV].split(",")
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[ranks.local_rank]
     return f"cuda:{gpus[ranks.local_rank]}"
+
+
+def stop_with_launcher() -> None:
+    """Ask Linux for a SIGINT when torchrun dies, so a killed launcher leaves no rank training on
+    unsupervised (each rank has a session of its own, out of reach of a kill of torchrun's group)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT))
 
 
 def start(ranks: Ranks, device: str) -> None:

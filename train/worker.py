@@ -429,6 +429,7 @@ def main(argv: list[str]) -> int:
     device = ""
     if ranks.distributed:
         device = distributed.select_device(ranks)
+        distributed.stop_with_launcher()
         if not ranks.main:
             _own_log(run_dir, ranks)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
