@@ -16,6 +16,7 @@ from serve.metrics import RequestTracker
 from tabs.common import form_handler, form_inputs, progress_callback, ranged_number, ui_errors
 from train.config import PRESETS, TrainingConfig, preset_for_dataset
 from train.dataset import DatasetBuilder
+from train.launch import parse_gpus
 from train.runner import TrainingRunner
 from train.tensorboard import PAGE_LINK, TensorBoard
 
@@ -67,6 +68,7 @@ class TrainingForm:
     reference_clip: str = ""
     mixed_precision: bool = False
     gradient_checkpointing: bool = False
+    gpus: str = ""  # "0,1": one training process per GPU; empty: the studio's device
 
 
 class TrainingHandlers:
@@ -82,6 +84,7 @@ class TrainingHandlers:
         self.gpu = runner.device.startswith("cuda")
 
     def config(self, form: TrainingForm) -> TrainingConfig:
+        gpus = parse_gpus(form.gpus)
         roots = self.roots
         base = (
             resolve_inside(form.base_model, roots, what="base model folder", kind="dir")
@@ -102,7 +105,7 @@ class TrainingHandlers:
             keep_checkpoints=int(form.keep_checkpoints), seed=int(form.seed),
             test_sentences=[s for s in (form.test_sentences or "").splitlines() if s.strip()],
             reference_clip=str(reference), mixed_precision=bool(form.mixed_precision) and self.gpu,
-            gradient_checkpointing=bool(form.gradient_checkpointing) and self.gpu,
+            gradient_checkpointing=bool(form.gradient_checkpointing) and self.gpu, gpus=gpus,
         )  # fmt: skip
 
     def start_training(self, form: TrainingForm, progress: gr.Progress = gr.Progress()) -> str:
@@ -187,11 +190,14 @@ def _tuning(gpu: bool) -> dict[str, gr.components.Component]:
     with gr.Row():
         mixed = gr.Checkbox(label="Mixed precision (GPU)", value=False, interactive=gpu)
         checkpointing = gr.Checkbox(label="Gradient checkpointing (GPU)", value=False, interactive=gpu)
+    gpus = gr.Textbox(
+        label="GPUs (e.g. 0,1: one training process per GPU; empty: the studio's device)", value="", max_lines=1
+    )
     return {
         "learning_rate": learning_rate, "weight_decay": weight_decay, "seed": seed, "max_audio_s": max_audio_s,
         "max_text_len": max_text_len, "save_every": save_every, "keep_checkpoints": keep,
         "test_sentences": test_sentences, "reference_clip": reference, "mixed_precision": mixed,
-        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing": checkpointing, "gpus": gpus,
     }  # fmt: skip
 
 

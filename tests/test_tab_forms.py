@@ -121,6 +121,7 @@ FORM_ENDPOINTS = {
         "reference_clip",
         "mixed_precision",
         "gradient_checkpointing",
+        "gpus",
     ],
 }
 

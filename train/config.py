@@ -50,6 +50,7 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     num_workers: int = 0
     samples: bool = True  # render the test sentences at every save
+    gpus: list[int] = field(default_factory=list)  # two or more: one rank per GPU; empty: the studio's device
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -78,8 +79,14 @@ class TrainingConfig:
                 raise InvalidInput(message)
         return self
 
+    @property
+    def world_size(self) -> int:
+        """How many ranks train together: one per listed GPU when there are two or more."""
+        return len(self.gpus) if len(self.gpus) > 1 else 1
+
     def steps_per_epoch(self, train_clips: int) -> int:
-        return max(1, math.ceil(train_clips / self.batch_size))
+        """Each rank trains on its share of the clips (padded to equal shares), one batch per step."""
+        return max(1, math.ceil(math.ceil(train_clips / self.world_size) / self.batch_size))
 
     def save_interval(self, train_clips: int) -> int:
         """The save interval in steps: as set, or about ten saves over the whole run."""

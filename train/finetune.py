@@ -1,6 +1,7 @@
 """Fine-tune XTTS from the command line with the same runner the studio uses.
 
     python -m train.finetune --dataset outputs/datasets/my-voice --epochs 10 --batch-size 2
+    python -m train.finetune --dataset outputs/datasets/my-voice --gpus 0,1   # one process per GPU
 
 Ctrl+C cancels (the trainer saves first); ``--resume RUN`` continues a stopped run.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from core.errors import StudioError
 from core.settings import parse_settings
 from train.config import TrainingConfig
+from train.launch import parse_gpus
 from train.run_state import ACTIVE, RunState
 from train.runner import TrainingRunner
 from train.runs import RunStore
@@ -39,10 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-audio-s", type=float, default=11.0)
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--resume", metavar="RUN", help="continue a cancelled or failed run")
+    parser.add_argument(
+        "--gpus", default="", help="GPUs to train on, e.g. 0,1 (one process per GPU; default: the studio's device)"
+    )
+    parser.add_argument("--resume", metavar="RUN", help="continue a cancelled or failed run (on its own GPUs)")
     parser.add_argument("--outputs-dir", help="where runs go (default ./outputs)")
     args = parser.parse_args(argv)
 
+    try:
+        gpus = parse_gpus(args.gpus)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     settings = parse_settings(["--outputs-dir", args.outputs_dir] if args.outputs_dir else [])
     runner = TrainingRunner(RunStore(settings.outputs_dir / "runs"), device="auto")
     try:
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_name=args.run_name, language=args.language, epochs=args.epochs, batch_size=args.batch_size,
                 grad_accum=args.grad_accum, learning_rate=args.learning_rate, save_every=args.save_every,
                 keep_checkpoints=args.keep, max_audio_s=args.max_audio_s, mixed_precision=args.mixed_precision,
-                gradient_checkpointing=args.gradient_checkpointing,
+                gradient_checkpointing=args.gradient_checkpointing, gpus=gpus,
             )  # fmt: skip
             run = runner.start(config)
         print(f"run {run} in {runner.store.folder(run)}")

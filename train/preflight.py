@@ -12,6 +12,7 @@ import soundfile as sf
 
 from core.constants import XTTS_INPUT_RATE
 from core.errors import InvalidInput
+from train import launch
 from train.config import TrainingConfig
 from train.coqui_csv import EVAL_FILE, TRAIN_FILE, read_metadata
 
@@ -149,14 +150,24 @@ def _memory_checks(config: TrainingConfig, found: Preflight, problems: list[str]
     import torch
 
     available = psutil.virtual_memory().available
-    if found.checkpoint_bytes and available < found.checkpoint_bytes:
+    if found.checkpoint_bytes and available < found.checkpoint_bytes * config.world_size:
         found.warnings.append(
             f"Only {available / 1e9:.1f} GB of RAM is free; training may be killed for lack of memory."
         )
+    if config.gpus:
+        _gpu_list_checks(config, found, problems)
+        return
     if not device.startswith("cuda") or not torch.cuda.is_available():
         found.warnings.append("No GPU: training runs on the CPU, which is very slow for the full XTTS model.")
         return
     free, _ = torch.cuda.mem_get_info()  # the runner lent the device first: what the child will have
+    problem = _memory_problem(config, found, free, "")
+    if problem:
+        problems.append(problem)
+
+
+def _memory_problem(config: TrainingConfig, found: Preflight, free: int, which: str) -> str | None:
+    """Why one GPU with ``free`` bytes cannot hold a rank's training at this batch size, or None."""
     # weights + grads + Adam for the GPT (~4x its share of model.pth) and activations per clip-second
     per_clip = (
         0.16e9
@@ -166,10 +177,45 @@ def _memory_checks(config: TrainingConfig, found: Preflight, problems: list[str]
     )
     fixed = found.checkpoint_bytes * 1.3
     needed = fixed + config.batch_size * per_clip
-    if needed > free:
-        fits = int(max(0, free - fixed) // per_clip)
-        problems.append(
-            f"Batch size {config.batch_size} needs about {needed / 1e9:.1f} GB of GPU memory but {free / 1e9:.1f} GB is free. "
-            + (f"Batch size {fits} would fit" if fits else "Even batch size 1 does not fit")
-            + "; raise gradient accumulation to keep the effective batch, or turn on mixed precision and gradient checkpointing."
+    if needed <= free:
+        return None
+    fits = int(max(0, free - fixed) // per_clip)
+    return (
+        f"Batch size {config.batch_size} needs about {needed / 1e9:.1f} GB of GPU memory{which} but {free / 1e9:.1f} GB is free. "
+        + (f"Batch size {fits} would fit" if fits else "Even batch size 1 does not fit")
+        + "; raise gradient accumulation to keep the effective batch, or turn on mixed precision and gradient checkpointing."
+    )
+
+
+def _gpu_list_checks(config: TrainingConfig, found: Preflight, problems: list[str]) -> None:
+    """Each listed GPU exists, has the memory for one rank, and (for multi-GPU mixed precision) does bf16."""
+    import torch
+
+    if launch.cpu_ranks():
+        found.warnings.append(
+            f"{config.world_size} training processes run on the CPU over gloo ({launch.CPU_RANKS_ENV}=1), not on GPUs."
         )
+        return
+    listed = ", ".join(map(str, config.gpus))
+    if not torch.cuda.is_available():
+        problems.append(
+            f"GPUs {listed} were chosen but PyTorch sees no CUDA GPU here; leave the GPU list empty to train on the CPU."
+        )
+        return
+    count = torch.cuda.device_count()
+    for gpu in config.gpus:
+        if gpu >= count:
+            problems.append(
+                f"GPU {gpu} does not exist: PyTorch sees {count} GPU{'s' if count != 1 else ''} (0 to {count - 1})."
+            )
+            continue
+        name = torch.cuda.get_device_name(gpu)
+        free, _ = torch.cuda.mem_get_info(gpu)
+        problem = _memory_problem(config, found, free, f" on GPU {gpu} ({name})")
+        if problem:
+            problems.append(problem)
+        if config.mixed_precision and config.world_size > 1 and torch.cuda.get_device_capability(gpu)[0] < 8:
+            problems.append(
+                f"GPU {gpu} ({name}) has no bfloat16, which mixed precision on several GPUs uses; "
+                "turn mixed precision off or choose Ampere or newer GPUs."
+            )

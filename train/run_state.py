@@ -125,6 +125,8 @@ class Lifecycle:
     preflight: dict[str, Any] = field(default_factory=dict)
     save_step: int = 0
     total_steps: int = 0
+    devices: list[str] = field(default_factory=list)  # the current attempt's, one per rank
+    world_size: int = 1  # training processes (ranks) of the current attempt
     updated: float = 0.0
     legacy: dict[str, Any] = field(default_factory=dict)  # an old run.json's progress fields, kept as found
 

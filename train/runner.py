@@ -12,6 +12,7 @@ as failed and can be resumed from its last checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ from core.xtts.languages import LANGUAGES
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
 from train.coqui_csv import TRAIN_FILE, read_metadata
+from train.launch import RANKS_DIR, child_command, cpu_ranks
 from train.run_state import ACTIVE, RESUMABLE, Lifecycle, RunState, pid_alive, process_start_time
 from train.runs import RunStore
 
@@ -127,11 +129,13 @@ class TrainingRunner:
         """Start the child for the queued run in ``folder``; if it cannot start, the run is failed."""
         child: subprocess.Popen | None = None
         try:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            gpus = read_config(folder / "run_config.json").gpus
+            launch = child_command(self.python, folder, gpus, device=self.device, on_cpu=cpu_ranks())
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.env}
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
             with open(folder / "train.log", "ab") as sink:
                 child = subprocess.Popen(
-                    [self.python, "-m", "train.worker", str(folder)],
+                    launch.command,
                     cwd=PROJECT_ROOT,
                     stdout=sink,
                     stderr=subprocess.STDOUT,
@@ -141,8 +145,9 @@ class TrainingRunner:
                 )
             self.store.watch(folder, child.pid)
             self.store.transition(
-                folder, RunState.RUNNING, pid=child.pid, pid_started=process_start_time(child.pid), started=time.time()
-            )
+                folder, RunState.RUNNING, pid=child.pid, pid_started=process_start_time(child.pid), started=time.time(),
+                devices=launch.devices, world_size=launch.world_size,
+            )  # fmt: skip
             watcher = threading.Thread(
                 target=self._watch, args=(folder, child), name=f"watch-{folder.name}", daemon=True
             )
@@ -212,19 +217,40 @@ class TrainingRunner:
         if state.get("state") == RunState.QUEUED:
             raise InvalidInput(f"The run {run} is still starting; cancel it once it runs.")
         pid, started = int(state["pid"]), state.get("pid_started")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGINT)
+        ranks = self._rank_processes(folder, state)
+        # torchrun would pass a SIGINT on to the ranks but kill them 30 s later, perhaps mid-save,
+        # so the ranks get it themselves; before they have recorded their processes, torchrun does
+        for group in ranks or [pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGINT)
         deadline = time.monotonic() + timeout
         while pid_alive(pid, started) and time.monotonic() < deadline:
             time.sleep(0.2)
         if pid_alive(pid, started):
             log.warning("run %s did not stop within %.0fs; killing its process group", run, timeout)
-            os.killpg(pid, signal.SIGKILL)
+            for group in [pid, *self._rank_processes(folder, state)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
         child = self._children.get(run)
         code = child.wait(timeout=30) if child is not None else None
         self.store.settle(folder, code=code, cancel_requested=True)
         self._join_watcher(run)
         return self.status(run)
+
+    @staticmethod
+    def _rank_processes(folder: Path, state: dict[str, Any]) -> list[int]:
+        """The live ranks of a multi-GPU run's current attempt, as process groups (each rank leads its own)."""
+        if int(state.get("world_size", 1)) < 2:
+            return []
+        groups = []
+        for record in sorted((folder / RANKS_DIR).glob("*/rank.json")):
+            try:
+                rank = json.loads(record.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # being written: the fallback signal reaches it through torchrun
+            if rank.get("attempt") == state.get("resumes", 0) and pid_alive(rank.get("pid"), rank.get("pid_started")):
+                groups.append(os.getpgid(int(rank["pid"])))
+        return groups
 
     def resume(self, run: str) -> str:
         """Continue a cancelled, failed or interrupted run from its last checkpoint; steps go on from there."""

@@ -7,6 +7,11 @@ checkpoints under ``RUN_DIR/trainer/``, its log, and ``samples/<step>/`` rendere
 save. It records how it ended as the outcome in ``progress.json``: SIGINT makes the trainer
 save and stop ("cancelled"); anything else that ends it is "failed" with the reason from the
 log. The studio turns that outcome into the run's state once the process has exited.
+
+Under torchrun (more than one GPU) it is one rank of the run (see :mod:`train.distributed`):
+rank 0 writes everything above, the other ranks only train and keep their log and their
+trainer folder under ``RUN_DIR/ranks/<N>/``. Every rank records its process in
+``ranks/<N>/rank.json`` so a cancel can reach each one.
 """
 
 from __future__ import annotations
@@ -24,12 +29,24 @@ from typing import Any
 
 from core import fs
 from core.constants import XTTS_INPUT_RATE, XTTS_OUTPUT_RATE
+from train import distributed
 from train.config import TrainingConfig, read_config
 from train.coqui_csv import EVAL_FILE, TRAIN_FILE
-from train.run_state import Lifecycle, Outcome, Progress, read_lifecycle, read_progress, write_progress
+from train.distributed import Ranks
+from train.launch import RANKS_DIR
+from train.run_state import (
+    Lifecycle,
+    Outcome,
+    Progress,
+    process_start_time,
+    read_lifecycle,
+    read_progress,
+    write_progress,
+)
 
 log = logging.getLogger("train.worker")
 CODE_STRIDE = 1024
+SINGLE = Ranks()  # the one process of a run on one device
 
 
 def trainer_config(config: TrainingConfig, run_dir: Path) -> Any:
@@ -86,6 +103,8 @@ def trainer_config(config: TrainingConfig, run_dir: Path) -> Any:
         print_eval=False,
         epochs=config.epochs,
         mixed_precision=config.mixed_precision,
+        # fp16 needs a loss scaler, and the trainer's scaler path skips the hook that averages gradients
+        precision="bf16" if config.mixed_precision and config.world_size > 1 else "fp16",
         optimizer="AdamW",
         optimizer_wd_only_on_weights=True,
         optimizer_params={"betas": [0.9, 0.96], "eps": 1e-8, "weight_decay": config.weight_decay},
@@ -134,14 +153,16 @@ class InterruptGuard:
     boundaries and before each evaluation batch, where the trainer saves and stops cleanly.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool = False) -> None:
+        """``shared``: one rank of several; every check asks them all, so they stop at the same point."""
         self.requested = False
+        self.shared = shared
 
     def handler(self, signum: int, frame: object) -> None:
         self.requested = True
 
     def check(self) -> None:
-        if self.requested:
+        if distributed.agree(self.requested) if self.shared else self.requested:
             self.requested = False
             raise KeyboardInterrupt
 
@@ -166,13 +187,17 @@ def report_end(run_dir: Path, progress: Progress, outcome: Outcome, error: str |
 
 
 class Reporter:
-    """Trainer callbacks that keep ``progress.json`` current and render samples at every save."""
+    """Trainer callbacks that keep ``progress.json`` current and render samples at every save.
+
+    On a rank other than 0 they write nothing; they still stop with the others on a cancel.
+    """
 
     def __init__(
-        self, run_dir: Path, lifecycle: Lifecycle, config: TrainingConfig, save_step: int, guard: InterruptGuard
-    ) -> None:
+        self, run_dir: Path, lifecycle: Lifecycle, config: TrainingConfig, save_step: int, guard: InterruptGuard,
+        ranks: Ranks = SINGLE,
+    ) -> None:  # fmt: skip
         self.run_dir, self.config, self.save_step = run_dir, config, save_step
-        self.guard = guard
+        self.guard, self.ranks = guard, ranks
         self.started = time.time()
         self.elapsed_before_s = lifecycle.elapsed_before_s
         self.progress = starting_progress(run_dir, lifecycle)
@@ -182,10 +207,16 @@ class Reporter:
         done = trainer.total_steps_done  # already counts the step that just finished
         saved = done - 1
         if saved > 0 and saved % self.save_step == 0:
+            if self.ranks.distributed:
+                distributed.check_in_sync(trainer.model, saved, self.ranks)
             self.render_samples(trainer, saved)
         if time.time() - self.last_write > 1.0 or saved % self.save_step == 0:
             self.update(trainer)
         self.guard.check()
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        if self.ranks.distributed:
+            distributed.reshuffle(trainer)
 
     def on_epoch_start(self, trainer: Any) -> None:
         """A checkpoint saved mid-epoch (on cancel) carries no losses yet; the trainer then fails to
@@ -196,9 +227,23 @@ class Reporter:
         self.guard.check()
 
     def on_keyboard_interrupt(self, trainer: Any) -> None:
-        """Called after the trainer saved on SIGINT and right before it exits the process."""
+        """Called after the trainer saved on SIGINT and right before it exits the process.
+
+        The trainer then exits with 130, which torchrun takes for a failed rank: it would kill
+        the others, rank 0 perhaps still saving. So once rank 0 has saved and reported, every
+        rank leaves here with 0; the outcome in ``progress.json`` says the run was cancelled.
+        """
         self.update(trainer)
         self.end(Outcome.CANCELLED)
+        if self.ranks.distributed:
+            if self.ranks.main:
+                trainer.dashboard_logger.finish()
+            distributed.barrier()
+            distributed.stop()
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def on_epoch_end(self, trainer: Any) -> None:
         """A new best model is a checkpoint too: give it samples unless its step has them."""
@@ -211,6 +256,8 @@ class Reporter:
         self.guard.check()
 
     def update(self, trainer: Any) -> None:
+        if not self.ranks.main:
+            return
         self.last_write = time.time()
         self.progress = write_progress(
             self.run_dir,
@@ -224,6 +271,8 @@ class Reporter:
         )
 
     def end(self, outcome: Outcome, error: str | None = None) -> None:
+        if not self.ranks.main:
+            return
         self.progress = report_end(self.run_dir, self.progress, outcome, error)
 
     def render_samples(self, trainer: Any, step: int) -> None:
@@ -232,7 +281,7 @@ class Reporter:
         import torch
 
         model = trainer.model
-        if not model.config.test_sentences:
+        if not model.config.test_sentences or not self.ranks.main:
             return
         was_training = model.xtts.gpt.training
         try:
@@ -254,17 +303,50 @@ class Reporter:
         fs.write_text(folder / "sentences.json", json.dumps(self.config.test_sentences, ensure_ascii=False))
 
 
-def run(run_dir: Path) -> int:
+def rank_folder(run_dir: Path, ranks: Ranks) -> Path:
+    return run_dir / RANKS_DIR / str(ranks.rank)
+
+
+def record_rank(run_dir: Path, ranks: Ranks, lifecycle: Lifecycle, device: str) -> None:
+    """``ranks/<N>/rank.json``: this rank's process, for a cancel to reach it (torchrun gives each its own session)."""
+    pid = os.getpid()
+    fs.write_json(
+        rank_folder(run_dir, ranks) / "rank.json",
+        {"rank": ranks.rank, "pid": pid, "pid_started": process_start_time(pid), "attempt": lifecycle.resumes,
+         "device": device},
+    )  # fmt: skip
+
+
+def _resume_rank(trainer: Any, resume_from: str) -> None:
+    """A rank other than 0 continues from rank 0's last checkpoint without writing into its folder.
+
+    Given ``continue_path``, the trainer would make rank 0's folder its own output folder; so this
+    rank starts in its own folder and restores model, optimizer, scheduler and step counters here.
+    """
+    from trainer.io import get_last_checkpoint
+
+    trainer.args.restore_path, _ = get_last_checkpoint(resume_from)
+    trainer.continue_run = True
+    trainer.restore_model()
+    trainer.continue_run = False  # the best loss it would read next matters only to rank 0, which saves the best
+
+
+def run(run_dir: Path, ranks: Ranks = SINGLE, device: str = "") -> int:
     import torch
     from trainer import Trainer, TrainerArgs
     from TTS.tts.datasets import load_tts_samples
     from TTS.tts.layers.xtts.trainer.gpt_trainer import GPTTrainer
 
     # importing Coqui's XTTS trainer dataset module sets torch to one thread; the loader runs in
-    # this process (no worker processes), so CPU training may use every core again
-    torch.set_num_threads(os.cpu_count() or 1)
+    # this process (no worker processes), so CPU training may use every core again (shared by CPU ranks)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // (ranks.world_size if device == "cpu" else 1)))
     config = read_config(run_dir / "run_config.json")
     lifecycle = read_lifecycle(run_dir)
+    guard = InterruptGuard(shared=ranks.distributed)
+    signal.signal(signal.SIGINT, guard.handler)
+    if ranks.distributed:
+        record_rank(run_dir, ranks, lifecycle, device)
+        distributed.start(ranks, device)  # before the model: XTTS's loader shards by rank once a group exists
     gpt_config = trainer_config(config, run_dir)
     train_samples, eval_samples = load_tts_samples(
         gpt_config, eval_split=True, eval_split_max_size=256, eval_split_size=config.eval_fraction
@@ -274,30 +356,41 @@ def run(run_dir: Path) -> int:
     model = GPTTrainer.init_from_config(gpt_config)
     if config.gradient_checkpointing:
         model.xtts.gpt.gpt.gradient_checkpointing_enable()
+    resume_here = ranks.main and lifecycle.resume_from
     trainer_args = TrainerArgs(
-        continue_path=lifecycle.resume_from or "",
+        continue_path=lifecycle.resume_from if resume_here else "",
         skip_train_epoch=False,
         start_with_eval=False,
         grad_accum_steps=config.grad_accum,
+        rank=ranks.rank,
     )
-    guard = InterruptGuard()
-    signal.signal(signal.SIGINT, guard.handler)
     model.eval_step = guard.before(model.eval_step)
-    reporter = Reporter(run_dir, lifecycle, config, save_step, guard)
+    reporter = Reporter(run_dir, lifecycle, config, save_step, guard, ranks)
     trainer = Trainer(
         trainer_args,
         gpt_config,
-        output_path=str(run_dir / "trainer"),
+        output_path=str((run_dir if ranks.main else rank_folder(run_dir, ranks)) / "trainer"),
         model=model,
         train_samples=train_samples,
         eval_samples=eval_samples,
         callbacks={
             "on_train_step_end": reporter.on_train_step_end,
+            "on_train_epoch_start": reporter.on_train_epoch_start,
             "on_epoch_start": reporter.on_epoch_start,
             "on_epoch_end": reporter.on_epoch_end,
             "on_keyboard_interrupt": reporter.on_keyboard_interrupt,
         },
     )
+    if ranks.distributed:
+        if not ranks.main:
+            # the trainer means to log a rank > 0 to a file only, but drops that file handler with the
+            # console ones (a FileHandler is a StreamHandler): its messages (restores, warnings) go to
+            # this rank's own log instead; step and epoch summaries it prints on rank 0 only
+            logging.getLogger("trainer").addHandler(logging.StreamHandler(sys.stdout))
+        if lifecycle.resume_from and not ranks.main:
+            _resume_rank(trainer, lifecycle.resume_from)
+        distributed.broadcast_weights(model)
+        model.before_gradient_clipping = distributed.GradientAverager(model, ranks.world_size)
     reporter.update(trainer)
     try:
         trainer.fit()
@@ -305,13 +398,26 @@ def run(run_dir: Path) -> int:
     except SystemExit as exc:
         code = int(exc.code or 0)
     reporter.update(trainer)
+    log_file = run_dir / "train.log" if ranks.main else rank_folder(run_dir, ranks) / "train.log"
     if code == 0:
         reporter.end(Outcome.COMPLETED)
     elif code == 130:
         reporter.end(Outcome.CANCELLED)
     else:
-        reporter.end(Outcome.FAILED, _failure_reason(run_dir / "train.log", config))
+        reporter.end(Outcome.FAILED, _failure_reason(log_file, config))
+    if ranks.distributed:
+        distributed.stop()
     return code
+
+
+def _own_log(run_dir: Path, ranks: Ranks) -> None:
+    """A rank other than 0 writes its output to ``ranks/<N>/train.log``; rank 0's goes to the run's log."""
+    folder = rank_folder(run_dir, ranks)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.log", "ab") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            os.dup2(sink.fileno(), stream.fileno())
 
 
 def main(argv: list[str]) -> int:
@@ -319,11 +425,20 @@ def main(argv: list[str]) -> int:
         print("usage: python -m train.worker RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[1]).resolve()
+    ranks = Ranks.from_env()
+    device = ""
+    if ranks.distributed:
+        device = distributed.select_device(ranks)
+        distributed.stop_with_launcher()
+        if not ranks.main:
+            _own_log(run_dir, ranks)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return run(run_dir)
+        return run(run_dir, ranks, device)
     except Exception as exc:  # before or around the trainer: record why, keep the traceback in the log
         log.exception("training could not start")
+        if not ranks.main:
+            return 1
         try:
             lifecycle = read_lifecycle(run_dir)
         except Exception:  # the studio settles a run whose child leaves no outcome as failed
