@@ -353,11 +353,27 @@ def test_the_report_summary_lists_kept_dropped_and_skipped(tmp_path: Path) -> No
         "sources": [{"name": "a.wav"}, {"name": "b.mp3", "error": "no speech was found in it"}],
     }  # fmt: skip
     (tmp_path / "report.json").write_text(json.dumps(report))
-    assert report_markdown(tmp_path).splitlines() == [
+    assert report_markdown(tmp_path).splitlines() == [  # a report from before sources were cleaned
         f"**{tmp_path.name}** · language en · speaker `ann` · built 2026-01-02T03:04:05",
         "- kept **12** clips, 1.5 min (11 train / 1 eval)",
-        "- dropped for low snr: 2 clips, 0.2 min",
+        "- removed, low snr: 2 clips, 0.2 min",
         "- skipped b.mp3: no speech was found in it",
+    ]
+    cleaned = {
+        **report, "minutes_in": 3.0, "dropped": {**report["dropped"], "not_speech": {"clips": 0, "minutes": 1.25}},
+        "sources": [{"name": "a.wav", "minutes": 3.0, "cleaning": "vocals+denoised", "snr_before_db": 9.0,
+                     "snr_after_db": 31.0, "music_bed": {"score": 0.9, "detected": True, "reason": "music bed"}}],
+        "speakers": [{"cluster": 0, "clips": 12, "minutes": 1.5, "similarity_to_reference": 0.91, "kept_as": "ann"},
+                     {"cluster": 1, "clips": 3, "minutes": 0.2, "similarity_to_reference": 0.4, "kept_as": None}],
+    }  # fmt: skip
+    (tmp_path / "report.json").write_text(json.dumps(cleaned))
+    assert report_markdown(tmp_path).splitlines()[1:] == [
+        "- kept **12** clips, 1.5 of 3.0 min in (11 train / 1 eval)",
+        "- removed, low snr: 2 clips, 0.2 min",
+        "- removed, not in any clip (pauses, music only, unheard): 1.2 min",
+        "- source a.wav: 3.0 min, music bed detected (score 0.90), SNR 9 dB → 31 dB, cleaning: vocals+denoised",
+        "- voice 0: 12 clips, 1.5 min, similarity to the reference 0.91, kept as `ann`",
+        "- voice 1: 3 clips, 0.2 min, similarity to the reference 0.40, removed",
     ]
 
 

@@ -567,11 +567,11 @@ def _scaled(progress: ProgressCallback, start: float, share: float, label: str, 
 
 
 def _holds_work(target: Path) -> bool:
-    """Whether a dataset folder holds work a rebuild would reuse: finished downloads, cleaned sources, transcripts."""
+    """Whether a dataset folder holds work a rebuild would reuse: finished downloads, separated sources, transcripts."""
     return (
         any((target / "transcripts").glob("*.json"))
         or any((target / "downloads").glob("*/.done"))
-        or any((target / "sources").glob("*.*.wav"))  # separated or denoised: the slow steps
+        or any((target / "sources").glob("*.vocals*.wav"))  # separation: the slowest step of all
     )
 
 

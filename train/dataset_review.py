@@ -54,11 +54,10 @@ def report_markdown(folder: Path) -> str:
     report = read_report(folder)
     if not report:
         return ""
-    minutes_in = report.get("minutes_in", 0.0)
+    of = f" of {report['minutes_in']:.1f} min in" if "minutes_in" in report else " min"  # older reports lack it
     lines = [
         f"**{folder.name}** · language {report['language']} · speaker `{report['speaker']}` · built {report.get('built', '')[:19]}",
-        f"- kept **{report['kept']}** clips, {report['kept_minutes']:.1f} of {minutes_in:.1f} min in "
-        f"({report['train']} train / {report['eval']} eval)",
+        f"- kept **{report['kept']}** clips, {report['kept_minutes']:.1f}{of} ({report['train']} train / {report['eval']} eval)",
     ]
     for reason, v in report["dropped"].items():
         clips = f"{int(v['clips'])} clips, " if reason != NOT_SPEECH else ""
@@ -66,6 +65,8 @@ def report_markdown(folder: Path) -> str:
     for source in report["sources"]:
         if source.get("error"):
             lines.append(f"- skipped {source['name']}: {source['error']}")
+            continue
+        if "music_bed" not in source:  # built before sources were cleaned
             continue
         bed = source.get("music_bed") or {}
         snr = f"SNR {source.get('snr_before_db', 0):.0f} dB"
