@@ -1,0 +1,255 @@
+"""Several XTTS chunks decoded together: one GPT pass per step over all rows, then the vocoder.
+
+XTTS's own ``inference`` decodes one chunk through Hugging Face ``generate``, which shares one
+set of sampling parameters and torch's global random state across its batch. Here each row
+keeps its own conditioning latents, text, sampling parameters, ``torch.Generator`` and stop
+check, and the rows share the GPT's forward passes:
+
+- every row's prefix (voice latents, then its text tokens, then the start-of-audio token) is
+  left-padded to the longest one, with an attention mask, so the KV cache covers the batch;
+  GPT-2's own position embeddings are null in XTTS and the audio positions advance together,
+  so padding changes no row's arithmetic beyond float rounding;
+- the logits are processed as ``generate`` does (repetition penalty over the row's own ids,
+  temperature, top-k, top-p) and sampled with the row's generator, so a seeded row speaks the
+  same take as the same chunk decoded alone;
+- a row leaves the batch at the stop token, at the length bound, or when its caller stops it;
+  the others continue;
+- the audio latents come from XTTS's own GPT forward over each row's codes, and the vocoder
+  runs once per group of rows whose latents have the same length (padding would change the
+  edges of the shorter ones).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import InvalidInput
+from core.xtts.latents import Conditioning
+from core.xtts.profiles import SynthesisParams
+
+_BYTES_PER_VALUE = 4  # float32 activations and cache
+_VOCODER_VALUES_PER_SAMPLE = 64  # HiFi-GAN's widest activations, summed over the tensors alive at once
+
+
+@dataclass
+class Row:
+    """One chunk to speak: its text tokens, voice, sampling parameters, seed and stop check."""
+
+    text_tokens: torch.Tensor  # (1, T) int
+    conditioning: Conditioning
+    params: SynthesisParams
+    seed: int | None = None  # this chunk's own seed (see core.device.chunk_seed); None: a random one
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class RowResult:
+    """A row's audio codes and waveform; ``stopped``: its caller stopped it (no audio)."""
+
+    codes: torch.Tensor | None
+    wav: np.ndarray | None
+    stopped: bool = False
+
+
+@dataclass
+class BatchTimes:
+    """Where a batch's time went, in seconds (for the benchmark and the logs)."""
+
+    gpt_s: float = 0.0
+    vocoder_s: float = 0.0
+    rows: int = 0
+    steps: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def tokenize(model: Any, text: str, language: str) -> torch.Tensor:
+    """Text tokens as XTTS's ``inference`` makes them (lower case, language without country)."""
+    lang = language.split("-")[0]
+    tokens = torch.IntTensor(model.tokenizer.encode(text.strip().lower(), lang=lang)).unsqueeze(0)
+    if tokens.shape[-1] >= model.args.gpt_max_text_tokens:
+        raise InvalidInput(
+            f"This chunk is {tokens.shape[-1]} text tokens; XTTS takes fewer than {model.args.gpt_max_text_tokens}. "
+            "Lower the chunk size."
+        )
+    return tokens
+
+
+def row_bytes(model_args: Any) -> int:
+    """Device memory one row may need at most: its KV cache at full length plus the vocoder's activations."""
+    seq = 32 + model_args.gpt_max_text_tokens + 2 + model_args.gpt_max_audio_tokens + 3
+    kv_cache = 2 * model_args.gpt_layers * model_args.gpt_n_model_channels * seq * _BYTES_PER_VALUE
+    samples = model_args.gpt_max_audio_tokens * model_args.gpt_code_stride_len
+    return kv_cache + samples * _VOCODER_VALUES_PER_SAMPLE * _BYTES_PER_VALUE
+
+
+def _prefix(gpt: Any, row: Row, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row's embedded prefix plus start-of-audio token, and the ids ``generate`` would see."""
+    text = row.text_tokens.to(device)
+    text = F.pad(text, (0, 1), value=gpt.stop_text_token)
+    text = F.pad(text, (1, 0), value=gpt.start_text_token)
+    emb = gpt.text_embedding(text) + gpt.text_pos_embedding(text)
+    emb = torch.cat([row.conditioning.gpt_cond_latent.to(device), emb], dim=1)
+    start = torch.full((1, 1), gpt.start_audio_token, dtype=torch.long, device=device)
+    start_emb = gpt.mel_embedding(start) + gpt.mel_pos_embedding(start)
+    ids = torch.ones(emb.shape[1] + 1, dtype=torch.long, device=device)
+    ids[-1] = gpt.start_audio_token
+    return torch.cat([emb, start_emb], dim=1)[0], ids
+
+
+def _processed(scores: torch.Tensor, ids: torch.Tensor, params: Sequence[SynthesisParams]) -> torch.Tensor:
+    """Scores after repetition penalty, temperature, top-k and top-p, row by row as ``generate`` does."""
+    device = scores.device
+    penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
+    seen = torch.gather(scores, 1, ids)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    scores = scores.scatter(1, ids, seen)
+    scores = scores / torch.tensor([p.temperature for p in params], device=device)[:, None]
+    top_k = torch.tensor([min(max(int(p.top_k), 1), scores.shape[-1]) for p in params], device=device)
+    kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, (top_k - 1)[:, None])
+    scores = scores.masked_fill(scores < kth, -float("inf"))
+    top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
+    ordered, order = torch.sort(scores, descending=False)
+    remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+    remove[..., -1:] = False
+    remove = remove.scatter(1, order, remove)
+    return scores.masked_fill(remove, -float("inf"))
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """The row's own random source on ``device``; torch's global state is never touched."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _select(cache: Any, keep: torch.Tensor) -> None:
+    """Keep only the rows ``keep`` in the KV cache (finished and stopped rows leave the batch)."""
+    cache.batch_select_indices(keep)
+
+
+def decode_codes(model: Any, rows: Sequence[Row], times: BatchTimes | None = None) -> list[torch.Tensor | None]:
+    """Audio codes for each row (with the stop token when it was sampled); ``None`` for a stopped row."""
+    from transformers import DynamicCache
+
+    gpt = model.gpt
+    device = next(gpt.parameters()).device
+    prefixes = [_prefix(gpt, row, device) for row in rows]
+    longest = max(p[0].shape[0] for p in prefixes)
+    dim = prefixes[0][0].shape[-1]
+    emb = torch.zeros(len(rows), longest, dim, device=device, dtype=prefixes[0][0].dtype)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+    for r, (row_emb, _) in enumerate(prefixes):
+        emb[r, longest - row_emb.shape[0] :] = row_emb
+        mask[r, longest - row_emb.shape[0] :] = 1
+    ids: list[torch.Tensor] = [p[1] for p in prefixes]
+    generators = [_generator(row.seed, device) for row in rows]
+    generated: list[list[int]] = [[] for _ in rows]
+    results: list[torch.Tensor | None] = [None] * len(rows)
+    active = list(range(len(rows)))
+    cache = DynamicCache()
+    max_new = gpt.max_gen_mel_tokens
+    step = 0
+    while active:
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -emb.shape[1] :]
+        out = gpt.gpt(
+            inputs_embeds=emb, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        cache = out.past_key_values
+        logits = gpt.mel_head(gpt.final_norm(out.last_hidden_state[:, -1:, :]))[:, -1, :].float()
+        width = max(i.shape[0] for i in (ids[r] for r in active))
+        history = torch.stack([F.pad(ids[r], (width - ids[r].shape[0], 0), value=int(ids[r][-1])) for r in active])
+        scores = _processed(logits, history, [rows[r].params for r in active])
+        probs = scores.softmax(dim=-1)
+        step += 1
+        keep: list[int] = []
+        tokens: list[int] = []
+        for slot, r in enumerate(active):
+            row = rows[r]
+            if row.should_stop is not None and row.should_stop():
+                continue  # stopped: no result, the row leaves the batch
+            token = int(torch.multinomial(probs[slot : slot + 1], 1, generator=generators[r]))
+            generated[r].append(token)
+            ids[r] = torch.cat([ids[r], torch.tensor([token], device=device)])
+            if token == gpt.stop_audio_token or step >= max_new:
+                results[r] = torch.tensor([generated[r]], dtype=torch.long, device=device)
+                continue
+            keep.append(slot)
+            tokens.append(token)
+        if len(keep) < len(active):
+            if not keep:
+                break
+            index = torch.tensor(keep, device=device)
+            _select(cache, index)
+            mask = mask.index_select(0, index)
+            active = [active[s] for s in keep]
+        mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype, device=device)], dim=1)
+        token_tensor = torch.tensor(tokens, device=device)[:, None]
+        emb = gpt.mel_embedding(token_tensor) + gpt.mel_pos_embedding.get_fixed_embedding(step, device)
+    if times is not None:
+        times.steps += step
+    return results
+
+
+def _latents(model: Any, row: Row, codes: torch.Tensor) -> torch.Tensor:
+    """The GPT's audio latents for ``codes``, as XTTS's ``inference`` computes them (and its speed stretch)."""
+    device = codes.device
+    text = row.text_tokens.to(device)
+    latents = model.gpt(
+        text,
+        torch.tensor([text.shape[-1]], device=device),
+        codes,
+        torch.tensor([codes.shape[-1] * model.gpt.code_stride_len], device=device),
+        cond_latents=row.conditioning.gpt_cond_latent.to(device),
+        return_attentions=False,
+        return_latent=True,
+    )
+    length_scale = 1.0 / max(row.params.speed, 0.05)
+    if length_scale != 1.0:
+        latents = F.interpolate(latents.transpose(1, 2), scale_factor=length_scale, mode="linear").transpose(1, 2)
+    return latents
+
+
+def vocode(model: Any, latents: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Waveforms for each row's latents; rows with latents of one length share a vocoder pass."""
+    device = latents[0].device
+    groups: dict[int, list[int]] = {}
+    for index, lat in enumerate(latents):
+        groups.setdefault(lat.shape[1], []).append(index)
+    wavs: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(latents)
+    for members in groups.values():
+        batch = torch.cat([latents[i] for i in members], dim=0)
+        g = torch.cat([embeddings[i].to(device) for i in members], dim=0)
+        out = model.hifigan_decoder(batch, g=g).cpu()
+        out = out.reshape(len(members), -1)
+        for slot, index in enumerate(members):
+            wavs[index] = out[slot].numpy().astype(np.float32)
+    return wavs
+
+
+@torch.inference_mode()
+def synthesize_rows(model: Any, rows: Sequence[Row], times: BatchTimes | None = None) -> list[RowResult]:
+    """Decode ``rows`` together and vocode them; a row whose caller stopped it has no audio."""
+    started = time.perf_counter()
+    codes = decode_codes(model, rows, times)
+    spoken = [i for i, c in enumerate(codes) if c is not None]
+    latents = [_latents(model, rows[i], codes[i]) for i in spoken]  # type: ignore[arg-type]
+    gpt_done = time.perf_counter()
+    wavs = vocode(model, latents, [rows[i].conditioning.speaker_embedding for i in spoken]) if spoken else []
+    if times is not None:
+        times.gpt_s += gpt_done - started
+        times.vocoder_s += time.perf_counter() - gpt_done
+        times.rows += len(rows)
+    results = [RowResult(None, None, stopped=True) for _ in rows]
+    for i, wav in zip(spoken, wavs, strict=True):
+        results[i] = RowResult(codes[i].cpu(), wav)  # type: ignore[union-attr]
+    return results
