@@ -85,7 +85,7 @@ class Studio:
 def create_studio(settings: Settings) -> Studio:
     scheduler = DeviceScheduler(
         resolve_device(settings.device), max_queue=settings.max_queue, zerogpu=settings.zerogpu,
-        memory_budget_bytes=settings.gpu_memory_budget_bytes,
+        memory_budget_bytes=settings.gpu_memory_budget_bytes, batch_memory_bytes=settings.batch_memory_bytes,
     )  # fmt: skip
     engine = XTTSEngine(
         scheduler=scheduler,
@@ -93,6 +93,7 @@ def create_studio(settings: Settings) -> Studio:
         model_dir=settings.model_dir,
         default_model_dir=settings.default_model_dir,
         hub_url=settings.hub_url,
+        batch_window_ms=settings.batch_window_ms,
     )
     whisper = Whisper(scheduler)
     voices = VoiceLibrary(settings.voices_dir, export_dir=settings.exports_dir / "voices", work_dir=settings.work_dir)

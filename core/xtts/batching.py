@@ -82,6 +82,11 @@ class Batcher:
     def enabled(self) -> bool:
         return self.window_s > 0
 
+    def load(self) -> tuple[int, int]:
+        """Rows waiting for a batch, and rows in the batch running now."""
+        with self._cond:
+            return len(self._pending), self._running
+
     def submit(self, row: Row) -> RowResult:
         """Run ``row`` (alone or in a batch) and return its result; the batch's error is raised here."""
         if not self.enabled or self.scheduler.holds_slot():
