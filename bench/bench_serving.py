@@ -1,15 +1,20 @@
 """Load on the OpenAI-compatible speech API: throughput and latency by concurrency, and time to first audio.
 
-Usage: python bench/bench_serving.py [--model-dir DIR] [--requests N]
+Usage: python bench/bench_serving.py [--model-dir DIR] [--requests N] [--window-ms MS] [--split-rows N]
 
 Starts the real app (``webui.py``) on loopback with the tiny random-weight XTTS of the
-test kit (or --model-dir), then, in one run:
+test kit (or --model-dir) twice, batched (``--batch-window-ms`` MS, default 30) and
+serialised (``--batch-window-ms 0``), and for each, in one run:
 
-- for 1, 4 and 16 concurrent clients, sends one-sentence requests and prints requests per
-  second, p50 and p95 latency, and throughput relative to one client (the GPU lock
-  serialises synthesis, so more clients should queue, not crash or slow the total);
-- for a five-sentence input, prints the time to the first audio byte against the time to
-  the whole response (streamed pcm), as a ratio.
+- for 1, 4, 8 and 16 concurrent clients, sends one-sentence requests (at least one per
+  client) and prints requests per second, p50 and p95 latency, and throughput relative to
+  one client;
+- for a five-sentence input, prints the time to the first audio byte (the first sentence,
+  a lone request) against the time to the whole response (streamed pcm), as a ratio.
+
+Then it prints batched against serialised throughput per client count and the first-chunk
+latency both ways, as ratios, and (in this process, without HTTP) where the time of N rows
+goes: the GPT's decoding and the HiFi-GAN vocoder, batched against one row at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+CLIENTS = (1, 4, 8, 16)
 FIVE_SENTENCES = (
     "The studio keeps one model in memory. It splits long text into sentences. "
     "The first sentence is spoken on its own. The rest follows while you listen. "
@@ -60,39 +66,96 @@ def first_and_total(url: str) -> tuple[float, float]:
     return first or 0.0, time.perf_counter() - started
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, help="an XTTS checkpoint folder (default: the tiny test model)")
-    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
-    args = parser.parse_args()
+def serve_and_load(model_dir: Path, data: Path, window_ms: str, requests: int) -> tuple[dict[int, float], float]:
+    """One app with ``--batch-window-ms window_ms``: throughput per client count, and the median first audio byte."""
+    from tests.conftest import running_app
 
-    from tests.conftest import KIT_CACHE, running_app
-    from tests.make_tiny_models import build
-
-    model_dir = args.model_dir or build(KIT_CACHE) / "xtts"
-    data = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    atexit.register(shutil.rmtree, data, True)
-    with running_app(data, "--model-dir", str(model_dir), "--max-queue", "64") as app:
+    app_args = ("--model-dir", str(model_dir), "--max-queue", "64", "--batch-window-ms", window_ms)
+    rates: dict[int, float] = {}
+    with running_app(data, *app_args) as app:
         url = app["url"] + "v1/audio/speech"
         one_request(url, "Warm up.")
-        print(f"model: {model_dir}  requests per level: {args.requests}")
+        print(f"--batch-window-ms {window_ms}")
         print(f"{'clients':>8}{'req/s':>9}{'p50 s':>9}{'p95 s':>9}{'vs 1 client':>13}")
-        baseline = None
-        for clients in (1, 4, 16):
-            texts = [f"Request number {i} is a single sentence." for i in range(args.requests)]
+        for clients in CLIENTS:
+            texts = [f"Request number {i} is a single sentence." for i in range(max(requests, clients))]
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=clients) as pool:
                 latencies = list(pool.map(lambda t: one_request(url, t), texts))
-            rate = len(latencies) / (time.perf_counter() - started)
-            baseline = baseline or rate
+            rates[clients] = len(latencies) / (time.perf_counter() - started)
             p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
-            print(f"{clients:>8}{rate:>9.2f}{p50:>9.2f}{p95:>9.2f}{rate / baseline:>12.2f}x")
+            print(f"{clients:>8}{rates[clients]:>9.2f}{p50:>9.2f}{p95:>9.2f}{rates[clients] / rates[1]:>12.2f}x")
         runs = [first_and_total(url) for _ in range(3)]
         first = statistics.median(r[0] for r in runs)
         total = statistics.median(r[1] for r in runs)
         print(
             f"five sentences: first audio byte {first:.2f} s, whole response {total:.2f} s, ratio {first / total:.2f}"
         )
+    return rates, first
+
+
+def split_times(model_dir: Path, rows: int) -> None:
+    """Where the time of ``rows`` one-sentence rows goes, batched against one row at a time (in this process)."""
+    import torch
+
+    from core.xtts.batch_decode import BatchTimes, Row, synthesize_rows, tokenize
+    from core.xtts.latents import Conditioning
+    from core.xtts.loading import load_xtts
+    from core.xtts.profiles import PROFILES
+
+    model, _ = load_xtts(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    speakers = list(model.speaker_manager.speakers.values())
+
+    def make(i: int) -> Row:
+        entry = speakers[i % len(speakers)]
+        conditioning = Conditioning(entry["gpt_cond_latent"], entry["speaker_embedding"])
+        text = tokenize(model, f"Request number {i} is a single sentence.", "en")
+        return Row(text, conditioning, PROFILES["balanced"], seed=i)
+
+    synthesize_rows(model, [make(0)])  # warm up
+    alone, together = BatchTimes(), BatchTimes()
+    for i in range(rows):
+        synthesize_rows(model, [make(i)], alone)
+    synthesize_rows(model, [make(i) for i in range(rows)], together)
+    print(f"{rows} rows in this process ({alone.steps // rows} decoding steps each):")
+    print(f"{'':>12}{'GPT s':>9}{'vocoder s':>11}")
+    print(f"{'one by one':>12}{alone.gpt_s:>9.2f}{alone.vocoder_s:>11.2f}")
+    print(f"{'batched':>12}{together.gpt_s:>9.2f}{together.vocoder_s:>11.2f}")
+    print(
+        f"batched vs one by one: GPT {alone.gpt_s / together.gpt_s:.2f}x faster, "
+        f"vocoder {alone.vocoder_s / together.vocoder_s:.2f}x faster"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, help="an XTTS checkpoint folder (default: the tiny test model)")
+    parser.add_argument(
+        "--requests", type=int, default=16, help="requests per concurrency level (at least one per client)"
+    )
+    parser.add_argument("--window-ms", default="30", help="--batch-window-ms of the batched app (default 30)")
+    parser.add_argument("--split-rows", type=int, default=8, help="rows for the GPT / vocoder split (0: skip it)")
+    args = parser.parse_args()
+
+    from tests.conftest import KIT_CACHE
+    from tests.make_tiny_models import build
+
+    model_dir = args.model_dir or build(KIT_CACHE) / "xtts"
+    data = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    atexit.register(shutil.rmtree, data, True)
+    print(f"model: {model_dir}  requests per level: {args.requests}")
+    batched, first_batched = serve_and_load(model_dir, data / "batched", args.window_ms, args.requests)
+    serial, first_serial = serve_and_load(model_dir, data / "serialised", "0", args.requests)
+    print(f"{'clients':>8}{'batched req/s':>15}{'serialised req/s':>18}{'ratio':>8}")
+    for clients in CLIENTS:
+        ratio = batched[clients] / serial[clients]
+        print(f"{clients:>8}{batched[clients]:>15.2f}{serial[clients]:>18.2f}{ratio:>7.2f}x")
+    print(
+        f"first chunk at 1 client: batched {first_batched:.2f} s, serialised {first_serial:.2f} s, "
+        f"ratio {first_batched / first_serial:.2f}"
+    )
+    if args.split_rows:
+        split_times(model_dir, args.split_rows)
     return 0
 
 

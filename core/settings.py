@@ -193,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-window-ms", type=float, metavar="MS",
         help="how long a synthesis chunk that arrives while others wait or run may wait to be decoded together "
-        "with them (a lone request never waits); 0 turns batching off (default 30 on CUDA, 0 on the CPU)",
+        "with them (a lone request never waits); 0 turns batching off (default 30 on CUDA, 0 on the CPU and ZeroGPU)",
     )  # fmt: skip
     p.add_argument(
         "--batch-memory-mb", type=int, metavar="MB",

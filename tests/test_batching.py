@@ -197,7 +197,7 @@ def test_a_caller_holding_the_slot_runs_alone_inline(engine: XTTSEngine, alone: 
 
 def test_batching_settings() -> None:
     assert default_batch_window_ms("cuda") == 30 and default_batch_window_ms("cuda:1") == 30
-    assert default_batch_window_ms("cpu") == 0
+    assert default_batch_window_ms("cpu") == 0 and default_batch_window_ms("cuda", zerogpu=True) == 0
     settings = parse_settings([], env={})
     assert settings.batch_window_ms is None and settings.batch_memory_mb == 2048
     settings = parse_settings(["--batch-window-ms", "0", "--batch-memory-mb", "512"], env={})

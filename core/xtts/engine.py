@@ -44,10 +44,11 @@ MODEL = "xtts"  # the engine's name in the device registry
 GPU_BATCH_WINDOW_MS = 30.0  # the default wait for companions on CUDA; 0 (off) on the CPU
 
 
-def default_batch_window_ms(device: str) -> float:
+def default_batch_window_ms(device: str, *, zerogpu: bool = False) -> float:
     """Batching pays on a GPU (the GPT's steps are memory-bound); on the CPU the vocoder is
-    compute-bound and batching rows only makes each caller wait for the others."""
-    return GPU_BATCH_WINDOW_MS if device.startswith("cuda") else 0.0
+    compute-bound and batching rows only makes each caller wait for the others. On ZeroGPU each
+    GPU call belongs to the request that made it, so rows of several requests are not mixed."""
+    return GPU_BATCH_WINDOW_MS if device.startswith("cuda") and not zerogpu else 0.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class XTTSEngine:
         ``device`` (and ``zerogpu``), as a script or a test that only needs XTTS would.
 
         ``batch_window_ms``: how long a chunk that arrives while others wait or run may wait for
-        more to batch with (0: no batching; ``None``: 30 ms on CUDA, off on the CPU)."""
+        more to batch with (0: no batching; ``None``: 30 ms on CUDA, off on the CPU and ZeroGPU)."""
         if model_dir is None and default_model_dir is None:
             raise ValueError("give model_dir or default_model_dir")
         self.scheduler = scheduler or DeviceScheduler(device, zerogpu=zerogpu)
@@ -109,10 +110,11 @@ class XTTSEngine:
         on_device = self.scheduler.on_device
         self._infer = on_device(self._infer_rows)
         self._infer_stream = on_device(self._stream_chunk)
-        window = default_batch_window_ms(self.device) if batch_window_ms is None else batch_window_ms
+        if batch_window_ms is None:
+            batch_window_ms = default_batch_window_ms(self.device, zerogpu=self.scheduler.zerogpu)
         self.batch_times = BatchTimes()
         self.batcher = Batcher(
-            self.scheduler, self._run_rows, job=MODEL, window_s=window / 1000, max_rows=self._max_rows
+            self.scheduler, self._run_rows, job=MODEL, window_s=batch_window_ms / 1000, max_rows=self._max_rows
         )
 
     # ---- loading -------------------------------------------------------------------------
