@@ -103,20 +103,41 @@ def _prefix(gpt: Any, row: Row, device: torch.device) -> tuple[torch.Tensor, tor
     return torch.cat([emb, start_emb], dim=1)[0], ids
 
 
-def _processed(scores: torch.Tensor, ids: torch.Tensor, params: Sequence[SynthesisParams]) -> torch.Tensor:
+@dataclass(frozen=True)
+class _Sampling:
+    """The active rows' sampling parameters as (rows, 1) columns on the device."""
+
+    penalty: torch.Tensor
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
+
+    @classmethod
+    def of(cls, params: Sequence[SynthesisParams], device: torch.device, vocab: int) -> _Sampling:
+        def column(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)[:, None]
+
+        return cls(
+            column([p.repetition_penalty for p in params]),
+            column([p.temperature for p in params]),
+            column([min(max(int(p.top_k), 1), vocab) for p in params], torch.long),
+            column([p.top_p for p in params]),
+        )
+
+    def select(self, index: torch.Tensor) -> _Sampling:
+        return _Sampling(*(t.index_select(0, index) for t in (self.penalty, self.temperature, self.top_k, self.top_p)))
+
+
+def _processed(scores: torch.Tensor, ids: torch.Tensor, sampling: _Sampling) -> torch.Tensor:
     """Scores after repetition penalty, temperature, top-k and top-p, row by row as ``generate`` does."""
-    device = scores.device
-    penalty = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
     seen = torch.gather(scores, 1, ids)
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    seen = torch.where(seen < 0, seen * sampling.penalty, seen / sampling.penalty)
     scores = scores.scatter(1, ids, seen)
-    scores = scores / torch.tensor([p.temperature for p in params], device=device)[:, None]
-    top_k = torch.tensor([min(max(int(p.top_k), 1), scores.shape[-1]) for p in params], device=device)
-    kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, (top_k - 1)[:, None])
+    scores = scores / sampling.temperature
+    kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, sampling.top_k - 1)
     scores = scores.masked_fill(scores < kth, -float("inf"))
-    top_p = torch.tensor([p.top_p for p in params], device=device)[:, None]
     ordered, order = torch.sort(scores, descending=False)
-    remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+    remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - sampling.top_p)
     remove[..., -1:] = False
     remove = remove.scatter(1, order, remove)
     return scores.masked_fill(remove, -float("inf"))
@@ -132,32 +153,31 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
-def _select(cache: Any, keep: torch.Tensor) -> None:
-    """Keep only the rows ``keep`` in the KV cache (finished and stopped rows leave the batch)."""
-    cache.batch_select_indices(keep)
-
-
 def decode_codes(model: Any, rows: Sequence[Row], times: BatchTimes | None = None) -> list[torch.Tensor | None]:
-    """Audio codes for each row (with the stop token when it was sampled); ``None`` for a stopped row."""
+    """Audio codes for each row (with the stop token when it was sampled); ``None`` for a stopped row.
+
+    One host sync per step (the sampled tokens, to test for the stop token); each row samples
+    from its own generator.
+    """
     from transformers import DynamicCache
 
     gpt = model.gpt
     device = next(gpt.parameters()).device
     prefixes = [_prefix(gpt, row, device) for row in rows]
     longest = max(p[0].shape[0] for p in prefixes)
-    dim = prefixes[0][0].shape[-1]
-    emb = torch.zeros(len(rows), longest, dim, device=device, dtype=prefixes[0][0].dtype)
+    emb = torch.zeros(len(rows), longest, prefixes[0][0].shape[-1], device=device, dtype=prefixes[0][0].dtype)
     mask = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
-    for r, (row_emb, _) in enumerate(prefixes):
+    history = torch.full((len(rows), longest), gpt.start_audio_token, dtype=torch.long, device=device)
+    for r, (row_emb, ids) in enumerate(prefixes):  # left-padded; the ids' padding repeats an id the row has
         emb[r, longest - row_emb.shape[0] :] = row_emb
         mask[r, longest - row_emb.shape[0] :] = 1
-    ids: list[torch.Tensor] = [p[1] for p in prefixes]
+        history[r, longest - ids.shape[0] :] = ids
+    sampling = _Sampling.of([row.params for row in rows], device, gpt.mel_head.out_features)
     generators = [_generator(row.seed, device) for row in rows]
     generated: list[list[int]] = [[] for _ in rows]
     results: list[torch.Tensor | None] = [None] * len(rows)
-    active = list(range(len(rows)))
+    active = list(range(len(rows)))  # the rows still decoding, in batch order
     cache = DynamicCache()
-    max_new = gpt.max_gen_mel_tokens
     step = 0
     while active:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -emb.shape[1] :]
@@ -166,35 +186,36 @@ def decode_codes(model: Any, rows: Sequence[Row], times: BatchTimes | None = Non
         )
         cache = out.past_key_values
         logits = gpt.mel_head(gpt.final_norm(out.last_hidden_state[:, -1:, :]))[:, -1, :].float()
-        width = max(i.shape[0] for i in (ids[r] for r in active))
-        history = torch.stack([F.pad(ids[r], (width - ids[r].shape[0], 0), value=int(ids[r][-1])) for r in active])
-        scores = _processed(logits, history, [rows[r].params for r in active])
-        probs = scores.softmax(dim=-1)
+        probs = _processed(logits, history, sampling).softmax(dim=-1)
         step += 1
+        going = [s for s, r in enumerate(active) if rows[r].should_stop is None or not rows[r].should_stop()]
+        drawn = [torch.multinomial(probs[s : s + 1], 1, generator=generators[active[s]]) for s in going]
+        tokens = torch.cat(drawn).view(-1).tolist() if drawn else []
         keep: list[int] = []
-        tokens: list[int] = []
-        for slot, r in enumerate(active):
-            row = rows[r]
-            if row.should_stop is not None and row.should_stop():
-                continue  # stopped: no result, the row leaves the batch
-            token = int(torch.multinomial(probs[slot : slot + 1], 1, generator=generators[r]))
+        following: list[int] = []
+        for s, token in zip(going, tokens, strict=True):
+            r = active[s]
             generated[r].append(token)
-            ids[r] = torch.cat([ids[r], torch.tensor([token], device=device)])
-            if token == gpt.stop_audio_token or step >= max_new:
+            if token == gpt.stop_audio_token or step >= gpt.max_gen_mel_tokens:
                 results[r] = torch.tensor([generated[r]], dtype=torch.long, device=device)
-                continue
-            keep.append(slot)
-            tokens.append(token)
-        if len(keep) < len(active):
-            if not keep:
-                break
+            else:
+                keep.append(s)
+                following.append(token)
+        if not keep:
+            break
+        if len(keep) < len(active):  # finished and stopped rows leave the batch
             index = torch.tensor(keep, device=device)
-            _select(cache, index)
-            mask = mask.index_select(0, index)
+            cache.batch_select_indices(index)
+            mask, history, sampling = (
+                mask.index_select(0, index),
+                history.index_select(0, index),
+                sampling.select(index),
+            )
             active = [active[s] for s in keep]
-        mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype, device=device)], dim=1)
-        token_tensor = torch.tensor(tokens, device=device)[:, None]
-        emb = gpt.mel_embedding(token_tensor) + gpt.mel_pos_embedding.get_fixed_embedding(step, device)
+        column = torch.tensor(following, dtype=torch.long, device=device)[:, None]
+        history = torch.cat([history, column], dim=1)
+        mask = torch.cat([mask, torch.ones_like(column)], dim=1)
+        emb = gpt.mel_embedding(column) + gpt.mel_pos_embedding.get_fixed_embedding(step, device)
     if times is not None:
         times.steps += step
     return results
