@@ -21,7 +21,16 @@ import torch
 from core.device import DeviceScheduler
 from core.errors import Cancelled
 from core.settings import parse_settings
-from core.xtts.batch_decode import Row, RowResult, row_bytes, synthesize_rows, tokenize
+from core.xtts.batch_decode import (
+    Row,
+    RowResult,
+    audio_latents,
+    row_bytes,
+    synthesize_rows,
+    tokenize,
+    vocode,
+    vocoder_groups,
+)
 from core.xtts.engine import MODEL, VoiceSpec, XTTSEngine, default_batch_window_ms
 from core.xtts.latents import Conditioning
 from core.xtts.profiles import PROFILES, SynthesisParams
@@ -94,13 +103,27 @@ def test_a_lone_row_is_xtts_own_inference_and_leaves_the_global_rng_alone(
 def test_three_voices_params_and_seeds_in_one_batch_equal_each_alone(
     engine: XTTSEngine, alone: list[RowResult]
 ) -> None:
-    together = synthesize_rows(engine._model, [row(engine, ask) for ask in ASKS])
-    lengths = {row(engine, ask).text_tokens.shape[-1] for ask in ASKS}
-    assert len(lengths) == 3  # the prefixes differ, so the batch is left-padded
+    delivered: dict[int, RowResult] = {}
+    rows = [row(engine, ask) for ask in ASKS]
+    together = synthesize_rows(engine._model, rows, deliver=lambda i, result: delivered.setdefault(i, result))
+    assert len({r.text_tokens.shape[-1] for r in rows}) == 3  # the prefixes differ, so the batch is left-padded
     for mine, solo in zip(together, alone, strict=True):
         assert torch.equal(mine.codes, solo.codes)
         np.testing.assert_allclose(mine.wav, solo.wav, atol=1e-5)
-    assert len(alone[2].wav) != len(alone[0].wav)  # speed 1.25 stretches its latents: a vocoder group of its own
+    assert delivered == dict(enumerate(together))  # each row is handed back as it is done
+
+
+def test_rows_of_one_length_share_a_vocoder_pass_on_cuda_and_sound_as_alone(
+    engine: XTTSEngine, alone: list[RowResult]
+) -> None:
+    model = engine._model
+    rows = [row(engine, ask) for ask in ASKS]
+    latents = [audio_latents(model, r, solo.codes) for r, solo in zip(rows, alone, strict=True)]
+    assert vocoder_groups(latents, batched=True) == [[0, 1], [2]]  # speed 1.25 stretched the third
+    assert vocoder_groups(latents, batched=False) == [[0], [1], [2]]
+    shared = vocode(model, latents[:2], [r.conditioning.speaker_embedding for r in rows[:2]])  # what CUDA does
+    for wav, solo in zip(shared, alone[:2], strict=True):
+        np.testing.assert_allclose(wav, solo.wav, atol=1e-5)
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 120.0) -> None:

@@ -14,9 +14,10 @@ check, and the rows share the GPT's forward passes:
   same take as the same chunk decoded alone;
 - a row leaves the batch at the stop token, at the length bound, or when its caller stops it;
   the others continue;
-- the audio latents come from XTTS's own GPT forward over each row's codes, and the vocoder
-  runs once per group of rows whose latents have the same length (padding would change the
-  edges of the shorter ones).
+- the audio latents come from XTTS's own GPT forward over each row's codes; on CUDA the
+  vocoder runs once per group of rows whose latents have the same length (padding would change
+  the edges of the shorter ones), on the CPU once per row (compute-bound: a batch is slower per
+  row), and each row is handed back as soon as its audio is made.
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def decode_codes(model: Any, rows: Sequence[Row], times: BatchTimes | None = Non
     return results
 
 
-def _latents(model: Any, row: Row, codes: torch.Tensor) -> torch.Tensor:
+@torch.inference_mode()
+def audio_latents(model: Any, row: Row, codes: torch.Tensor) -> torch.Tensor:
     """The GPT's audio latents for ``codes``, as XTTS's ``inference`` computes them (and its speed stretch)."""
     device = codes.device
     text = row.text_tokens.to(device)
@@ -240,37 +242,56 @@ def _latents(model: Any, row: Row, codes: torch.Tensor) -> torch.Tensor:
     return latents
 
 
-def vocode(model: Any, latents: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Waveforms for each row's latents; rows with latents of one length share a vocoder pass."""
-    device = latents[0].device
+def vocoder_groups(latents: Sequence[torch.Tensor], *, batched: bool) -> list[list[int]]:
+    """Which rows share a vocoder pass: ``batched`` (on CUDA), those whose latents have one length;
+    otherwise (on the CPU, where HiFi-GAN is compute-bound and a batch runs slower per row) each alone."""
+    if not batched:
+        return [[index] for index in range(len(latents))]
     groups: dict[int, list[int]] = {}
     for index, lat in enumerate(latents):
         groups.setdefault(lat.shape[1], []).append(index)
-    wavs: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(latents)
-    for members in groups.values():
-        batch = torch.cat([latents[i] for i in members], dim=0)
-        g = torch.cat([embeddings[i].to(device) for i in members], dim=0)
-        out = model.hifigan_decoder(batch, g=g).cpu()
-        out = out.reshape(len(members), -1)
-        for slot, index in enumerate(members):
-            wavs[index] = out[slot].numpy().astype(np.float32)
-    return wavs
+    return list(groups.values())
 
 
 @torch.inference_mode()
-def synthesize_rows(model: Any, rows: Sequence[Row], times: BatchTimes | None = None) -> list[RowResult]:
-    """Decode ``rows`` together and vocode them; a row whose caller stopped it has no audio."""
+def vocode(model: Any, latents: Sequence[torch.Tensor], embeddings: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Waveforms for rows whose latents have one length, in one HiFi-GAN pass."""
+    device = latents[0].device
+    g = torch.cat([e.to(device) for e in embeddings], dim=0)
+    out = model.hifigan_decoder(torch.cat(list(latents), dim=0), g=g).cpu().reshape(len(latents), -1)
+    return [wav.numpy().astype(np.float32) for wav in out]
+
+
+Deliver = Callable[[int, RowResult], None]
+
+
+@torch.inference_mode()
+def synthesize_rows(
+    model: Any, rows: Sequence[Row], times: BatchTimes | None = None, deliver: Deliver | None = None
+) -> list[RowResult]:
+    """Decode ``rows`` together and vocode them; a row whose caller stopped it has no audio.
+
+    ``deliver(index, result)`` hears each row as soon as it is done (a stopped row after the
+    decoding, a spoken one after its vocoder pass), so a caller need not wait for the others'.
+    """
     started = time.perf_counter()
     codes = decode_codes(model, rows, times)
+    results = [RowResult(None, None, stopped=True) for _ in rows]
     spoken = [i for i, c in enumerate(codes) if c is not None]
-    latents = [_latents(model, rows[i], codes[i]) for i in spoken]  # type: ignore[arg-type]
+    for index in set(range(len(rows))) - set(spoken):
+        if deliver is not None:
+            deliver(index, results[index])
+    latents = [audio_latents(model, rows[i], codes[i]) for i in spoken]  # type: ignore[arg-type]
     gpt_done = time.perf_counter()
-    wavs = vocode(model, latents, [rows[i].conditioning.speaker_embedding for i in spoken]) if spoken else []
+    for group in vocoder_groups(latents, batched=bool(latents) and latents[0].device.type == "cuda"):
+        members = [spoken[g] for g in group]
+        embeddings = [rows[i].conditioning.speaker_embedding for i in members]
+        for index, wav in zip(members, vocode(model, [latents[g] for g in group], embeddings), strict=True):
+            results[index] = RowResult(codes[index].cpu(), wav)  # type: ignore[union-attr]
+            if deliver is not None:
+                deliver(index, results[index])
     if times is not None:
         times.gpt_s += gpt_done - started
         times.vocoder_s += time.perf_counter() - gpt_done
         times.rows += len(rows)
-    results = [RowResult(None, None, stopped=True) for _ in rows]
-    for i, wav in zip(spoken, wavs, strict=True):
-        results[i] = RowResult(codes[i].cpu(), wav)  # type: ignore[union-attr]
     return results

@@ -5,7 +5,7 @@ lone request's first audio comes as soon as it did without batching. A chunk tha
 while others wait or run joins the queue and waits at most the window (counted from the
 oldest waiting chunk) for more to gather; a batch never holds more rows than the device
 owner's memory estimate allows. One worker thread takes each batch into the device slot and
-hands every caller its own row's result (or the batch's error). A caller that already holds
+hands every caller its own row's result as soon as it is made (or the batch's error). A caller that already holds
 the slot (a render inside a borrowed checkpoint) runs its chunk inline, alone.
 """
 
@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.device import DeviceScheduler
-from core.xtts.batch_decode import Row, RowResult
+from core.xtts.batch_decode import Deliver, Row, RowResult
 
 log = logging.getLogger(__name__)
 
-RunRows = Callable[[Sequence[Row]], list[RowResult]]
+RunRows = Callable[[Sequence[Row], Deliver], list[RowResult]]
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Batcher:
         if not self.enabled or self.scheduler.holds_slot():
             with self.scheduler.slot(self._job):
                 self.stats.record(1)
-                return self._run([row])[0]
+                return self._run([row], lambda _index, _result: None)[0]
         with self._cond:
             job = _Job(row, time.monotonic(), may_wait=bool(self._pending) or self._running > 0)
             self._pending.append(job)
@@ -124,16 +124,20 @@ class Batcher:
     def _work(self) -> None:
         while True:
             batch = self._next_batch()
+
+            def deliver(index: int, result: RowResult, batch: list[_Job] = batch) -> None:
+                batch[index].result = result
+                batch[index].done.set()  # its caller goes on while the rest of the batch is vocoded
+
             try:
                 with self.scheduler.slot(self._job):
                     self.stats.record(len(batch))
-                    results = self._run([job.row for job in batch])
-                for job, result in zip(batch, results, strict=True):
-                    job.result = result
-            except BaseException as exc:  # every row of a failed batch hears why
+                    self._run([job.row for job in batch], deliver)
+            except BaseException as exc:  # every row of a failed batch not yet handed back hears why
                 log.debug("batch of %d failed: %s", len(batch), exc)
                 for job in batch:
-                    job.error = exc
+                    if not job.done.is_set():
+                        job.error = exc
             finally:
                 with self._cond:
                     self._running = 0

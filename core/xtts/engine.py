@@ -30,7 +30,7 @@ from core.constants import XTTS_OUTPUT_RATE
 from core.device import DeviceScheduler, chunk_seed, out_of_memory_as
 from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.model_files import ProgressCallback
-from core.xtts.batch_decode import BatchTimes, Row, RowResult, row_bytes, synthesize_rows, tokenize
+from core.xtts.batch_decode import BatchTimes, Deliver, Row, RowResult, row_bytes, synthesize_rows, tokenize
 from core.xtts.batching import Batcher
 from core.xtts.latents import Conditioning, LatentCache, cache_key
 from core.xtts.loading import EngineState, EngineStatus, load_xtts, model_identity, parameter_bytes, unloaded_status
@@ -426,13 +426,13 @@ class XTTSEngine:
         model = self._model
         return self.scheduler.batch_rows(row_bytes(model.args)) if model is not None else 1
 
-    def _run_rows(self, rows: Sequence[Row]) -> list[RowResult]:
+    def _run_rows(self, rows: Sequence[Row], deliver: Deliver) -> list[RowResult]:
         """One batch, inside the slot (the batcher holds it)."""
         with self._oom_guard("synthesising"):
-            return self._infer(rows)
+            return self._infer(rows, deliver)
 
-    def _infer_rows(self, rows: Sequence[Row]) -> list[RowResult]:
-        return synthesize_rows(self._require_model(), rows, self.batch_times)
+    def _infer_rows(self, rows: Sequence[Row], deliver: Deliver) -> list[RowResult]:
+        return synthesize_rows(self._require_model(), rows, self.batch_times, deliver)
 
     def _stream_chunk(
         self, chunk: str, language: str, conditioning: Conditioning, params: SynthesisParams, tokens: int
