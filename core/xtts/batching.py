@@ -5,8 +5,8 @@ lone request's first audio comes as soon as it did without batching. A chunk tha
 while others wait or run joins the queue and waits at most the window (counted from the
 oldest waiting chunk) for more to gather; a batch never holds more rows than the device
 owner's memory estimate allows. One worker thread takes each batch into the device slot and
-hands every caller its own row's result as soon as it is made (or the batch's error). A caller that already holds
-the slot (a render inside a borrowed checkpoint) runs its chunk inline, alone.
+hands every caller its own row's result as soon as it is made (or the batch's error). A caller
+that already holds the slot (a render inside a borrowed checkpoint) runs its chunk inline, alone.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class _Job:
 
 @dataclass
 class BatchStats:
-    """Counts for the benchmark and /health: batches run, rows in them, the largest batch."""
+    """What the batcher ran: batches, rows in them, the largest batch, and how many of each size."""
 
     batches: int = 0
     rows: int = 0
