@@ -3,8 +3,9 @@
 Usage: python bench/bench_serving.py [--model-dir DIR] [--requests N] [--window-ms MS] [--split-rows N]
 
 Starts the real app (``webui.py``) on loopback with the tiny random-weight XTTS of the
-test kit (or --model-dir) twice, batched (``--batch-window-ms`` MS, default 30) and
-serialised (``--batch-window-ms 0``), and for each, in one run:
+test kit (or --model-dir) twice at once, batched (``--batch-window-ms`` MS, default 30) and
+serialised (``--batch-window-ms 0``), and measures them in turn (so a change in the machine's
+load hits both alike):
 
 - for 1, 4, 8 and 16 concurrent clients, sends one-sentence requests (at least one per
   client) and prints requests per second, p50 and p95 latency, and throughput relative to
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import shutil
 import statistics
 import sys
@@ -66,32 +68,14 @@ def first_and_total(url: str) -> tuple[float, float]:
     return first or 0.0, time.perf_counter() - started
 
 
-def serve_and_load(model_dir: Path, data: Path, window_ms: str, requests: int) -> tuple[dict[int, float], float]:
-    """One app with ``--batch-window-ms window_ms``: throughput per client count, and the median first audio byte."""
-    from tests.conftest import running_app
-
-    app_args = ("--model-dir", str(model_dir), "--max-queue", "64", "--batch-window-ms", window_ms)
-    rates: dict[int, float] = {}
-    with running_app(data, *app_args) as app:
-        url = app["url"] + "v1/audio/speech"
-        one_request(url, "Warm up.")
-        print(f"--batch-window-ms {window_ms}")
-        print(f"{'clients':>8}{'req/s':>9}{'p50 s':>9}{'p95 s':>9}{'vs 1 client':>13}")
-        for clients in CLIENTS:
-            texts = [f"Request number {i} is a single sentence." for i in range(max(requests, clients))]
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=clients) as pool:
-                latencies = list(pool.map(lambda t: one_request(url, t), texts))
-            rates[clients] = len(latencies) / (time.perf_counter() - started)
-            p50, p95 = statistics.median(latencies), percentile(latencies, 0.95)
-            print(f"{clients:>8}{rates[clients]:>9.2f}{p50:>9.2f}{p95:>9.2f}{rates[clients] / rates[1]:>12.2f}x")
-        runs = [first_and_total(url) for _ in range(3)]
-        first = statistics.median(r[0] for r in runs)
-        total = statistics.median(r[1] for r in runs)
-        print(
-            f"five sentences: first audio byte {first:.2f} s, whole response {total:.2f} s, ratio {first / total:.2f}"
-        )
-    return rates, first
+def load_level(url: str, clients: int, requests: int) -> tuple[float, float, float]:
+    """Requests per second, p50 and p95 latency for ``clients`` concurrent clients (at least one request each)."""
+    texts = [f"Request number {i} is a single sentence." for i in range(max(requests, clients))]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        latencies = list(pool.map(lambda t: one_request(url, t), texts))
+    rate = len(latencies) / (time.perf_counter() - started)
+    return rate, statistics.median(latencies), percentile(latencies, 0.95)
 
 
 def split_times(model_dir: Path, rows: int) -> None:
@@ -137,22 +121,45 @@ def main() -> int:
     parser.add_argument("--split-rows", type=int, default=8, help="rows for the GPT / vocoder split (0: skip it)")
     args = parser.parse_args()
 
-    from tests.conftest import KIT_CACHE
+    from tests.conftest import KIT_CACHE, running_app
     from tests.make_tiny_models import build
 
     model_dir = args.model_dir or build(KIT_CACHE) / "xtts"
     data = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     atexit.register(shutil.rmtree, data, True)
     print(f"model: {model_dir}  requests per level: {args.requests}")
-    batched, first_batched = serve_and_load(model_dir, data / "batched", args.window_ms, args.requests)
-    serial, first_serial = serve_and_load(model_dir, data / "serialised", "0", args.requests)
+    modes = {"batched": args.window_ms, "serialised": "0"}
+    with contextlib.ExitStack() as stack:  # both apps at once, measured in turn, so load drift hits both alike
+        urls = {}
+        for mode, window in modes.items():
+            app_args = ("--model-dir", str(model_dir), "--max-queue", "64", "--batch-window-ms", window)
+            urls[mode] = stack.enter_context(running_app(data / mode, *app_args))["url"] + "v1/audio/speech"
+            one_request(urls[mode], "Warm up.")
+        rates: dict[str, dict[int, float]] = {mode: {} for mode in modes}
+        print(f"{'clients':>8}{'mode':>12}{'req/s':>9}{'p50 s':>9}{'p95 s':>9}{'vs 1 client':>13}")
+        for clients in CLIENTS:
+            for mode in modes:
+                rate, p50, p95 = load_level(urls[mode], clients, args.requests)
+                rates[mode][clients] = rate
+                print(f"{clients:>8}{mode:>12}{rate:>9.2f}{p50:>9.2f}{p95:>9.2f}{rate / rates[mode][1]:>12.2f}x")
+        firsts: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+        for _ in range(3):
+            for mode in modes:
+                firsts[mode].append(first_and_total(urls[mode]))
+    first = {mode: statistics.median(r[0] for r in runs) for mode, runs in firsts.items()}
+    for mode, runs in firsts.items():
+        total = statistics.median(r[1] for r in runs)
+        print(
+            f"five sentences, {mode}: first audio byte {first[mode]:.2f} s, whole response {total:.2f} s, "
+            f"ratio {first[mode] / total:.2f}"
+        )
     print(f"{'clients':>8}{'batched req/s':>15}{'serialised req/s':>18}{'ratio':>8}")
     for clients in CLIENTS:
-        ratio = batched[clients] / serial[clients]
-        print(f"{clients:>8}{batched[clients]:>15.2f}{serial[clients]:>18.2f}{ratio:>7.2f}x")
+        batched, serial = rates["batched"][clients], rates["serialised"][clients]
+        print(f"{clients:>8}{batched:>15.2f}{serial:>18.2f}{batched / serial:>7.2f}x")
     print(
-        f"first chunk at 1 client: batched {first_batched:.2f} s, serialised {first_serial:.2f} s, "
-        f"ratio {first_batched / first_serial:.2f}"
+        f"first chunk at 1 client: batched {first['batched']:.2f} s, serialised {first['serialised']:.2f} s, "
+        f"ratio {first['batched'] / first['serialised']:.2f}"
     )
     if args.split_rows:
         split_times(model_dir, args.split_rows)
