@@ -89,7 +89,7 @@ class Studio:
 def create_studio(settings: Settings) -> Studio:
     scheduler = DeviceScheduler(
         resolve_device(settings.device), max_queue=settings.max_queue, zerogpu=settings.zerogpu,
-        memory_budget_bytes=settings.gpu_memory_budget_bytes,
+        memory_budget_bytes=settings.gpu_memory_budget_bytes, batch_memory_bytes=settings.batch_memory_bytes,
     )  # fmt: skip
     engine = XTTSEngine(
         scheduler=scheduler,
@@ -97,6 +97,7 @@ def create_studio(settings: Settings) -> Studio:
         model_dir=settings.model_dir,
         default_model_dir=settings.default_model_dir,
         hub_url=settings.hub_url,
+        batch_window_ms=settings.batch_window_ms,
     )
     whisper = Whisper(scheduler)
     speakers = SpeakerEncoder(scheduler)  # one resemblyzer for the checkpoint scores and the dataset builder

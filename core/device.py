@@ -31,6 +31,12 @@ from core.errors import Busy, OutOfMemory
 log = logging.getLogger(__name__)
 
 _SEED_STRIDE = 1_000_003  # chunk i of a seeded request uses its own seed derived from the request's
+DEFAULT_BATCH_MEMORY_BYTES = 2048 * 2**20
+
+
+def chunk_seed(seed: int, index: int = 0) -> int:
+    """The seed of chunk ``index`` of a request seeded with ``seed``: chunk 0 uses ``seed`` itself."""
+    return seed if index == 0 else (seed * _SEED_STRIDE + index) % 2**63
 
 
 class AdmissionGate:
@@ -263,8 +269,10 @@ class DeviceScheduler:
         max_queue: int = 32,
         memory_budget_bytes: int | None = None,
         zerogpu: bool = False,
+        batch_memory_bytes: int = DEFAULT_BATCH_MEMORY_BYTES,
     ) -> None:
         self.device = device
+        self.batch_memory_bytes = batch_memory_bytes
         self.gate = AdmissionGate(max_queue)
         self.models = ModelRegistry(device, budget_bytes=memory_budget_bytes)
         self.zerogpu = zerogpu
@@ -308,7 +316,18 @@ class DeviceScheduler:
 
         if not self.holds_slot():
             raise RuntimeError("seed() outside the device slot would race with other requests")
-        torch.manual_seed(seed if index == 0 else (seed * _SEED_STRIDE + index) % 2**63)
+        torch.manual_seed(chunk_seed(seed, index))
+
+    def batch_rows(self, row_bytes: int) -> int:
+        """How many rows of ``row_bytes`` each one batch may hold: the batch memory setting, and on
+        CUDA no more than the memory free on the device now; at least 1."""
+        budget = self.batch_memory_bytes
+        if self.device.startswith("cuda") and not self.lent:
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+            budget = min(budget, free)
+        return max(1, budget // max(row_bytes, 1))
 
     def on_device(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` as it must be called to reach the GPU (wrapped by ``spaces.GPU`` on ZeroGPU hardware)."""

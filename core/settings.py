@@ -44,6 +44,8 @@ class Settings:
     tls_key: Path | None = None
     max_queue: int = DEFAULT_MAX_QUEUE
     gpu_memory_budget_gb: float | None = None
+    batch_window_ms: float | None = None  # None: 30 ms on CUDA, 0 (off) on the CPU
+    batch_memory_mb: int = 2048
     log_format: str = "text"
     voice_map: tuple[tuple[str, str], ...] = ()
     zerogpu: bool = False
@@ -65,6 +67,10 @@ class Settings:
     @property
     def gpu_memory_budget_bytes(self) -> int | None:
         return None if self.gpu_memory_budget_gb is None else int(self.gpu_memory_budget_gb * 2**30)
+
+    @property
+    def batch_memory_bytes(self) -> int:
+        return self.batch_memory_mb * 2**20
 
     @property
     def exposed(self) -> bool:
@@ -183,6 +189,16 @@ def _parser() -> argparse.ArgumentParser:
         "--gpu-memory-budget", type=float, metavar="GB",
         help="device memory the studio's resident models may use together; past it the least recently used "
         "move off the device (default: no limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-window-ms", type=float, metavar="MS",
+        help="how long a synthesis chunk that arrives while others wait or run may wait to be decoded together "
+        "with them (a lone request never waits); 0 turns batching off (default 30 on CUDA, 0 on the CPU and ZeroGPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-memory-mb", type=int, metavar="MB",
+        help="device memory one batch of chunks may use; with the model's size it bounds the rows per batch "
+        "(default 2048; on CUDA also no more than is free)",
     )  # fmt: skip
     p.add_argument(
         "--log-format", choices=["text", "json"], help="log as text (default) or JSON lines with request ids"
@@ -305,6 +321,16 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         raise InvalidInput(f"--gpu-memory-budget must be a number of GB, got '{budget_raw}'.") from None
     if budget is not None and budget <= 0:
         raise InvalidInput("--gpu-memory-budget must be more than 0 GB.")
+    window_raw = pick("batch-window-ms", None)
+    try:
+        batch_window = None if window_raw is None else float(window_raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInput(f"--batch-window-ms must be a number of milliseconds, got '{window_raw}'.") from None
+    if batch_window is not None and not 0 <= batch_window <= 1000:
+        raise InvalidInput("--batch-window-ms must be between 0 and 1000.")
+    batch_memory = as_int("batch-memory-mb", pick("batch-memory-mb", defaults.batch_memory_mb))
+    if batch_memory < 1:
+        raise InvalidInput("--batch-memory-mb must be at least 1.")
     keys = list(args.api_key or [])
     env_keys = _env(env, "api-keys")
     if env_keys and not keys:
@@ -341,6 +367,8 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         tls_key=Path(str(tls_key)).expanduser().resolve() if tls_key else None,
         max_queue=max_queue,
         gpu_memory_budget_gb=budget,
+        batch_window_ms=batch_window,
+        batch_memory_mb=batch_memory,
         log_format=log_format,
         voice_map=_voice_map(pick("voice-map", None)),  # type: ignore[arg-type]
         zerogpu=as_bool(env.get("SPACES_ZERO_GPU", False)),

@@ -27,9 +27,11 @@ import torch
 
 from core import model_files
 from core.constants import XTTS_OUTPUT_RATE
-from core.device import DeviceScheduler, out_of_memory_as
+from core.device import DeviceScheduler, chunk_seed, out_of_memory_as
 from core.errors import Cancelled, InvalidInput, ModelUnavailable
 from core.model_files import ProgressCallback
+from core.xtts.batch_decode import BatchTimes, Deliver, Row, RowResult, row_bytes, synthesize_rows, tokenize
+from core.xtts.batching import Batcher
 from core.xtts.latents import Conditioning, LatentCache, cache_key
 from core.xtts.loading import EngineState, EngineStatus, load_xtts, model_identity, parameter_bytes, unloaded_status
 from core.xtts.profiles import SynthesisParams
@@ -39,6 +41,14 @@ log = logging.getLogger(__name__)
 
 PAUSE_SECONDS = 0.12  # silence between synthesised chunks
 MODEL = "xtts"  # the engine's name in the device registry
+GPU_BATCH_WINDOW_MS = 30.0  # the default wait for companions on CUDA; 0 (off) on the CPU
+
+
+def default_batch_window_ms(device: str, *, zerogpu: bool = False) -> float:
+    """Batching pays on a GPU (the GPT's steps are memory-bound); on the CPU the vocoder is
+    compute-bound and batching rows only makes each caller wait for the others. On ZeroGPU each
+    GPU call belongs to the request that made it, so rows of several requests are not mixed."""
+    return GPU_BATCH_WINDOW_MS if device.startswith("cuda") and not zerogpu else 0.0
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,13 @@ class XTTSEngine:
         default_model_dir: Path | None = None,
         hub_url: str = "https://huggingface.co",
         zerogpu: bool = False,
+        batch_window_ms: float | None = None,
     ) -> None:
         """``scheduler`` is the studio's shared one; without it the engine gets one of its own for
-        ``device`` (and ``zerogpu``), as a script or a test that only needs XTTS would."""
+        ``device`` (and ``zerogpu``), as a script or a test that only needs XTTS would.
+
+        ``batch_window_ms``: how long a chunk that arrives while others wait or run may wait for
+        more to batch with (0: no batching; ``None``: 30 ms on CUDA, off on the CPU and ZeroGPU)."""
         if model_dir is None and default_model_dir is None:
             raise ValueError("give model_dir or default_model_dir")
         self.scheduler = scheduler or DeviceScheduler(device, zerogpu=zerogpu)
@@ -94,8 +108,14 @@ class XTTSEngine:
             MODEL, estimate_bytes=self._estimate, offload=self._to_host, reload=self._to_device, order=90
         )
         on_device = self.scheduler.on_device
-        self._infer = on_device(self._infer_chunk)
+        self._infer = on_device(self._infer_rows)
         self._infer_stream = on_device(self._stream_chunk)
+        if batch_window_ms is None:
+            batch_window_ms = default_batch_window_ms(self.device, zerogpu=self.scheduler.zerogpu)
+        self.batch_times = BatchTimes()
+        self.batcher = Batcher(
+            self.scheduler, self._run_rows, job=MODEL, window_s=batch_window_ms / 1000, max_rows=self._max_rows
+        )
 
     # ---- loading -------------------------------------------------------------------------
     @property
@@ -314,24 +334,32 @@ class XTTSEngine:
     ) -> np.ndarray:
         """Speak each chunk and join them with a short pause; float32 mono at 24 kHz.
 
-        Each chunk takes the device slot on its own, seeded from ``seed`` and its index (counted
-        from ``first_chunk`` when a caller feeds a request's chunks one at a time), so the take is
-        the same however other requests interleave. ``should_stop`` is asked before each chunk;
-        when it answers True, :class:`Cancelled` is raised.
+        Each chunk is one row for the batcher: alone in the device slot, or decoded together with
+        chunks of other requests that arrive at the same time. A chunk's take depends only on its
+        own seed (derived from ``seed`` and its index, counted from ``first_chunk`` when a caller
+        feeds a request's chunks one at a time), never on what shares its batch. ``should_stop``
+        is asked before each chunk and at each decoding step; when it answers True,
+        :class:`Cancelled` is raised.
         """
-        self._require_model()
+        model = self._require_model()
         self._check_language(language)
         pieces: list[np.ndarray] = []
         for index, chunk in enumerate(chunks):
             if should_stop is not None and should_stop():
                 raise Cancelled(f"Stopped after {index} of {len(chunks)} chunks; nothing was saved.")
-            with self.scheduler.slot(MODEL), self._oom_guard("synthesising"):
-                if seed is not None:
-                    self.scheduler.seed(seed, first_chunk + index)
-                out = self._infer(chunk, language, conditioning, params)
+            row = Row(
+                tokenize(model, chunk, language),
+                conditioning,
+                params,
+                seed=None if seed is None else chunk_seed(seed, first_chunk + index),
+                should_stop=should_stop,
+            )
+            result = self.batcher.submit(row)
+            if result.wav is None:
+                raise Cancelled(f"Stopped during chunk {index + 1} of {len(chunks)}; nothing was saved.")
             if pieces:
                 pieces.append(_pause())
-            pieces.append(np.asarray(out["wav"], dtype=np.float32))
+            pieces.append(result.wav)
             if progress is not None:
                 progress(index + 1, len(chunks))
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
@@ -393,14 +421,18 @@ class XTTSEngine:
             stop.set()
 
     # ---- the calls that run on the device (wrapped for ZeroGPU) ----------------------------
-    def _infer_chunk(self, chunk: str, language: str, conditioning: Conditioning, params: SynthesisParams) -> Any:
-        return self._model.inference(
-            chunk,
-            language,
-            conditioning.gpt_cond_latent,
-            conditioning.speaker_embedding,
-            **params.generation_kwargs(),
-        )
+    def _max_rows(self) -> int:
+        """Rows one batch may hold: the device owner's memory bound over one row's estimate."""
+        model = self._model
+        return self.scheduler.batch_rows(row_bytes(model.args)) if model is not None else 1
+
+    def _run_rows(self, rows: Sequence[Row], deliver: Deliver) -> list[RowResult]:
+        """One batch, inside the slot (the batcher holds it)."""
+        with self._oom_guard("synthesising"):
+            return self._infer(rows, deliver)
+
+    def _infer_rows(self, rows: Sequence[Row], deliver: Deliver) -> list[RowResult]:
+        return synthesize_rows(self._require_model(), rows, self.batch_times, deliver)
 
     def _stream_chunk(
         self, chunk: str, language: str, conditioning: Conditioning, params: SynthesisParams, tokens: int
