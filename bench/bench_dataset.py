@@ -10,7 +10,7 @@ each sentence's speech lies is known. Both approaches use the same Whisper model
 - studio sequential: ``train.dataset.DatasetBuilder`` (VAD, word timestamps, cuts at sentence
           ends and pauses, filters, loudness normalisation, Coqui metadata), Whisper's sequential loop
           with beam search, no cleaning: the pipeline as it was before cleaning came
-- studio batched: the same with batched transcription (``whisper_batch_size``), beam search
+- studio batched: the same with batched transcription (``whisper_batch_size``), beam search, then greedy
 - studio cleaned: the builder's defaults: batched, greedy on a CPU, the music-bed check, denoising
           when the source is noisy (this one is not), one speaker kept; separation off
 
@@ -108,6 +108,7 @@ def main() -> int:
     variants = (
         ("studio sequential (beam 5)", {**uncleaned, "whisper_batch_size": 0}),
         ("studio batched (beam 5)", uncleaned),
+        ("studio batched (greedy)", {**uncleaned, "whisper_beam_size": 1}),
         ("studio cleaned (defaults)", {"separation": "off"}),
     )
     speakers = SpeakerEncoder(resident.scheduler)
@@ -132,7 +133,7 @@ def main() -> int:
             f"{len(bounds):>7}{cuts_inside(bounds, spans):>16}"
         )
     print()
-    costs = step_costs(reports[-1], speakers)
+    costs = step_costs(reports[-1], SpeakerEncoder(resident.scheduler))
     print(f"{'cleaning step':<44}{'CPU s / audio min':>18}{'x real time':>13}")
     for name, cpu_s in costs:
         per_minute = cpu_s / minutes
@@ -155,8 +156,9 @@ def step_costs(report: Any, speakers: Any) -> list[tuple[str, float]]:
                            else sf.read(folder / c.removed_file, dtype="float32")[0], TRAIN_RATE, 16000)
              for c in report.clips]  # fmt: skip
     costs = []
+    speakers.embed(np.random.default_rng(0).standard_normal(TRAIN_RATE).astype(np.float32) * 0.1)  # loads it
     cpu = time.process_time()
-    select_speakers(clips, encoder=speakers)
+    select_speakers(clips, encoder=speakers)  # a fresh encoder: its cache holds none of these clips
     costs.append(("speaker selection (embeddings + clustering)", time.process_time() - cpu))
     if denoise.available():
         enhancer = denoise.Denoiser()
