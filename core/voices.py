@@ -14,7 +14,10 @@ interrupted replacement) when the library opens. Plain ``.wav`` files dropped
 into ``<voices_dir>`` are voices too, named after the file and encoded on first use.
 
 The library's lock guards only the short steps: checking a name is free and
-renaming a folder into place. Encoding a voice and speaking its preview wait for
+renaming a folder into place. It is a file lock (:class:`core.locks.FileLock` on
+``<voices_dir>/.library.lock``), so studio processes sharing the folder (replicas)
+take turns too; every listing reads the folder again, so a voice cloned by another
+replica is there on the next request without a restart. Encoding a voice and speaking its preview wait for
 the device, so they run outside it, in the staging folder; a lookup of any voice
 (a built-in speaker's too) never waits behind a clone that waits for the GPU.
 """
@@ -25,7 +28,6 @@ import json
 import logging
 import re
 import shutil
-import threading
 import time
 import zipfile
 from collections.abc import Sequence
@@ -36,7 +38,7 @@ from typing import Any
 import soundfile as sf
 import torch
 
-from core import fs
+from core import fs, locks
 from core.audio import XTTS_REFERENCE_RATE
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
@@ -99,9 +101,11 @@ class VoiceLibrary:
         self.root = root
         self.export_dir = export_dir
         self.work_dir = work_dir
-        self._lock = threading.RLock()  # name checks and renames into place only; never device work
         self.root.mkdir(parents=True, exist_ok=True)
-        fs.recover(self.root)
+        # name checks and renames into place only; never device work
+        self._lock = locks.FileLock(self.root / ".library.lock", what="voice library")
+        with self._lock:
+            fs.recover(self.root)
 
     # ---- reading -------------------------------------------------------------------------
     def _read(self, folder: Path) -> VoiceInfo | None:
