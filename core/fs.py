@@ -357,18 +357,19 @@ def recover(parent: Path) -> list[str]:
     if not parent.is_dir():
         return []
     restored: list[str] = []
-    entries = sorted(parent.iterdir())
-    tokens = {found[1] for entry in entries if (found := _TOKEN.match(entry.name))}
-    for token in sorted(tokens):
+    by_token: dict[str, list[Path]] = {}
+    for entry in sorted(parent.iterdir()):
+        if found := _TOKEN.match(entry.name):
+            by_token.setdefault(found[1], []).extend([] if entry.name.startswith(LOCK) else [entry])
+    for token, entries in sorted(by_token.items()):
         held = locks.try_hold(parent / f"{LOCK}{token}")
         if held is None:  # another process (or thread) is still writing these
             continue
         try:
             for entry in entries:
-                if _TOKEN.match(entry.name) and _TOKEN.match(entry.name)[1] == token and not entry.name.startswith(LOCK):
-                    _recover_one(parent, entry, restored)
+                _recover_one(parent, entry, restored)
         finally:
-            locks.discard(held)
+            locks.discard(held)  # a lock file a dead process left goes too
     return restored
 
 

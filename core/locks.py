@@ -13,7 +13,8 @@ same lock holds across machines on a shared NFS folder.
 does (the one training of all replicas, a checkpoint loaded in an engine); the returned
 :class:`Hold` may be released from any thread and its descriptor handed to a child process,
 which then keeps the lock while it lives. ``shared=True`` takes a shared lock: many holders,
-and an exclusive :func:`try_hold` fails while any of them holds it.
+and an exclusive :func:`try_hold` fails while any of them holds it. That marks a file in use:
+an engine holds its checkpoint's :func:`in_use_marker` shared, and a delete takes it with :func:`claim`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from core.errors import StudioError
 
@@ -121,6 +123,25 @@ def discard(held: Hold) -> None:
     held.release()
 
 
+def in_use_marker(path: Path) -> Path:
+    """The hidden lock file beside ``path`` that every process using it holds shared (see :func:`claim`)."""
+    return path.with_name(f".{path.name}.in-use")
+
+
+def claim(paths: list[Path], *, refusal: str) -> list[Hold]:
+    """Exclusive holds on the in-use markers of ``paths`` (to delete them), or :class:`InUse` with
+    ``refusal`` formatted with ``{name}`` when any is in use in some process."""
+    held: list[Hold] = []
+    for path in paths:
+        found = try_hold(in_use_marker(path))
+        if found is None:
+            for taken in held:
+                taken.release()
+            raise InUse(refusal.format(name=path.name))
+        held.append(found)
+    return held
+
+
 class FileLock:
     """A lock on ``path`` shared by every thread and process; re-entrant per thread.
 
@@ -128,8 +149,8 @@ class FileLock:
     so two objects for the same file never deadlock the process against itself.
     """
 
-    _registry: dict[Path, _Shared] = {}
-    _registry_lock = threading.Lock()
+    _registry: ClassVar[dict[Path, _Shared]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, path: Path, *, what: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.path = Path(os.path.abspath(path))

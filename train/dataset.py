@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from core import fs, plots
+from core import fs, locks, plots
 from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frames
 from core.constants import XTTS_INPUT_RATE
 from core.device import DeviceScheduler
@@ -179,19 +179,28 @@ class DatasetBuilder:
         if not urls and not inputs:
             raise InvalidInput("Add at least one link, uploaded file or server folder.")
         target = self.root / fs.slug(name, fallback="dataset")
-        created = not target.exists()
-        for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
-            (target / sub).mkdir(parents=True, exist_ok=True)
+        building = locks.try_hold(build_lock(target))
+        if building is None:
+            raise InvalidInput(
+                f"The dataset '{name}' is being built already (here or by another studio process sharing "
+                "this data folder); wait for that build to finish, or choose another name."
+            )
         try:
-            sources = self._fetch(urls, target, cookies, report_progress, stop) + [
-                {"name": p.name, "path": p, "origin": str(p)} for p in inputs
-            ]
-            return self._process(target, name, options, sources, report_progress, stop)
-        except BaseException:
-            if created and not _holds_work(target):
-                log.info("The build of %s failed before any reusable work; removing %s", name, target)
-                shutil.rmtree(target, ignore_errors=True)
-            raise
+            created = not target.exists()
+            for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
+                (target / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                sources = self._fetch(urls, target, cookies, report_progress, stop) + [
+                    {"name": p.name, "path": p, "origin": str(p)} for p in inputs
+                ]
+                return self._process(target, name, options, sources, report_progress, stop)
+            except BaseException:
+                if created and not _holds_work(target):
+                    log.info("The build of %s failed before any reusable work; removing %s", name, target)
+                    shutil.rmtree(target, ignore_errors=True)
+                raise
+        finally:
+            locks.discard(building)  # a waiter on the old file takes the lock on a fresh one
 
     def _fetch(
         self,
@@ -485,8 +494,21 @@ def load_table(target: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def build_lock(target: Path) -> Path:
+    """Held while the dataset in ``target`` is built or its table saved, by whichever studio process does it."""
+    return target.parent / f".{target.name}.build.lock"
+
+
 def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     """Rewrite the CSVs from the edited rows (dropped rows leave them) and remember the edits."""
+    held = locks.hold(build_lock(target), what=f"dataset {target.name} (a build is writing it)", timeout=5)
+    try:
+        return _save_table(target, rows)
+    finally:
+        locks.discard(held)
+
+
+def _save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     known = {r["audio_file"]: r for r in load_table(target)}
     edits = _read_edits(target)
     train: list[tuple[str, str]] = []
