@@ -1,17 +1,26 @@
-"""File locks across processes: contention, re-entrancy, timeouts, and staging folders that recover leaves alone."""
+"""File locks across processes: contention, re-entrancy, timeouts, staging folders that recover leaves alone,
+the one training slot of all replicas and checkpoints another replica has loaded."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core import fs, locks
+from core.errors import InvalidInput
 from tests.conftest import ROOT
+from train.checkpoints import CheckpointCatalog
+from train.config import TrainingConfig
+from train.run_state import Lifecycle, RunState
+from train.runner import TrainingRunner
+from train.runs import RunStore
 
 _HOLDER = """
 import sys, time
@@ -146,3 +155,74 @@ def test_recover_tidies_what_a_dead_process_left(tmp_path: Path) -> None:
     assert any(p.name.startswith(fs.STAGING) for p in parent.iterdir())
     fs.recover(parent)
     assert list(parent.iterdir()) == []
+
+
+_RAW_HOLDER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from core import locks
+held = locks.try_hold(Path({path!r}), shared={shared!r})
+print("held" if held else "busy", flush=True)
+sys.stdin.readline()
+"""
+
+
+@contextlib.contextmanager
+def held_elsewhere(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """``path`` locked by another process (a replica) for the block."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RAW_HOLDER.format(root=str(ROOT), path=str(path), shared=shared)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_trained_by_another_replica_is_left_running_and_blocks_a_start_here(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    folder = store.new_folder("elsewhere")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is not alive here: the child runs on another machine
+    store.create(folder, Lifecycle.queued(params={"dataset": "d", "base_model": "b"}))
+    store.transition(folder, RunState.RUNNING, pid=proc.pid, pid_started=1, started=time.time())
+    runner = TrainingRunner(store)
+    with held_elsewhere(store.training_lock):
+        assert store.status(folder.name)["state"] == "running"  # not settled as failed from here
+        with pytest.raises(InvalidInput, match="Training is running on another replica"):
+            runner.start(TrainingConfig(dataset=str(tmp_path), base_model=str(tmp_path)))
+    assert store.status(folder.name)["state"] == "failed"  # its replica is gone: now it is settled
+
+
+def test_the_slot_alone_refuses_a_start(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    with held_elsewhere(store.training_lock), pytest.raises(InvalidInput, match="Training is running on another"):
+        TrainingRunner(store).start(TrainingConfig(dataset=str(tmp_path), base_model=str(tmp_path)))
+
+
+def test_a_checkpoint_loaded_by_another_replica_is_not_deleted(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    folder = store.new_folder("done")
+    store.create(folder, Lifecycle.queued(params={"dataset": "d", "base_model": "b"}))
+    store.transition(folder, RunState.INTERRUPTED, error="x", finished=time.time())
+    trainer = folder / "trainer" / "t"
+    trainer.mkdir(parents=True)
+    (trainer / "config.json").write_text("{}")
+    checkpoint = trainer / "checkpoint_5.pth"
+    checkpoint.write_bytes(b"weights")
+    catalog = CheckpointCatalog(store, tmp_path / "imported", tmp_path / "reviews")
+    [entry] = catalog.entries(folder.name)
+    with held_elsewhere(locks.in_use_marker(checkpoint), shared=True):
+        with pytest.raises(locks.InUse, match=r"checkpoint_5\.pth is loaded in a studio process"):
+            catalog.delete(entry)
+        with pytest.raises(locks.InUse):
+            catalog.delete_run(folder.name)
+        assert checkpoint.is_file()
+    catalog.delete(entry)
+    assert not checkpoint.exists() and not locks.in_use_marker(checkpoint).exists()

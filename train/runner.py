@@ -109,8 +109,15 @@ class TrainingRunner:
 
     def _refuse_if_busy(self) -> None:
         busy = self.store.active()
-        if busy is not None:
-            raise InvalidInput(f"A training is already running ({busy['run']}). Cancel it or wait for it to finish.")
+        if busy is None:
+            return
+        here = busy["run"] in self._children or pid_alive(busy.get("pid"), busy.get("pid_started"))
+        if not here and self.store.training_elsewhere():
+            raise InvalidInput(
+                f"Training is running on another replica ({busy['run']}); one training runs at a time across "
+                "the studio processes sharing this data folder. Wait for it to finish or cancel it there."
+            )
+        raise InvalidInput(f"A training is already running ({busy['run']}). Cancel it or wait for it to finish.")
 
     @contextlib.contextmanager
     def _training_slot(self) -> Iterator[locks.Hold]:
