@@ -250,3 +250,21 @@ def test_the_proxy_keeps_serving_when_a_replica_dies_mid_request(cluster: dict) 
     stranded = pinned_client(cluster, keys[victim])
     assert any(v["name"] == "Twin" for v in stranded.predict(api_name="/list_voices"))
     assert time.monotonic() - started < 60
+
+
+def test_the_compose_profile_runs_two_gpu_replicas_on_one_data_folder_behind_the_proxy() -> None:
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    a, b, front = services["studio-a"], services["studio-b"], services["proxy"]
+    assert a["profiles"] == b["profiles"] == front["profiles"] == ["replicas"]
+    assert "xtts-studio" in services and "profiles" not in services["xtts-studio"]  # `docker compose up` is one studio
+    assert a["command"][-2:] == ["--device", "cuda:0"] and b["command"][-2:] == ["--device", "cuda:1"]
+    assert set(a["volumes"]) == set(b["volumes"]) == {"./models:/app/models", "./outputs:/app/outputs"}
+    for replica in (a, b):
+        device = replica["deploy"]["resources"]["reservations"]["devices"][0]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert set(front["depends_on"]) == {"studio-a", "studio-b"}
+    assert front["volumes"] == ["./deploy/nginx.conf:/etc/nginx/templates/default.conf.template:ro"]
+    assert front["environment"]["XTTS_STUDIO_REPLICA_A"] == "studio-a:7860"
+    assert front["environment"]["XTTS_STUDIO_REPLICA_B"] == "studio-b:7860"
