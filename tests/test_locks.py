@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 from train.checkpoints import CheckpointCatalog
 from train.config import TrainingConfig
 from train.run_state import Lifecycle, RunState
-from train.runner import TrainingRunner
+from train.runner import TrainingRunner, gpu_env
 from train.runs import RunStore
 
 _HOLDER = """
@@ -226,3 +226,10 @@ def test_a_checkpoint_loaded_by_another_replica_is_not_deleted(tmp_path: Path) -
         assert checkpoint.is_file()
     catalog.delete(entry)
     assert not checkpoint.exists() and not locks.in_use_marker(checkpoint).exists()
+
+
+def test_a_replicas_training_child_sees_only_the_replicas_gpu() -> None:
+    assert gpu_env({"PATH": "/bin"}, "cuda:1") == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "1"}
+    assert gpu_env({"CUDA_VISIBLE_DEVICES": "2, 3"}, "cuda:1")["CUDA_VISIBLE_DEVICES"] == "3"
+    assert gpu_env({"CUDA_VISIBLE_DEVICES": "2,3"}, "cuda") == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert gpu_env({}, "cpu") == {}

@@ -156,7 +156,7 @@ def _memory_checks(config: TrainingConfig, found: Preflight, problems: list[str]
     if not device.startswith("cuda") or not torch.cuda.is_available():
         found.warnings.append("No GPU: training runs on the CPU, which is very slow for the full XTTS model.")
         return
-    free, _ = torch.cuda.mem_get_info()  # the runner lent the device first: what the child will have
+    free, _ = torch.cuda.mem_get_info(torch.device(device))  # lent first: what the child will have
     # weights + grads + Adam for the GPT (~4x its share of model.pth) and activations per clip-second
     per_clip = (
         0.16e9

@@ -39,7 +39,15 @@ from core.xtts.languages import LANGUAGES
 from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
 from train.coqui_csv import TRAIN_FILE, read_metadata
-from train.run_state import ACTIVE, RESUMABLE, Lifecycle, RunState, pid_alive, process_start_time
+from train.run_state import (
+    ACTIVE,
+    RESUMABLE,
+    Lifecycle,
+    RunState,
+    pid_alive,
+    process_alive,
+    process_start_time,
+)
 from train.runs import RunStore
 
 log = logging.getLogger(__name__)
@@ -165,7 +173,7 @@ class TrainingRunner:
         """
         child: subprocess.Popen | None = None
         try:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = gpu_env({**os.environ, "PYTHONUNBUFFERED": "1"}, self.device)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
             with open(folder / "train.log", "ab") as sink:
                 child = subprocess.Popen(
@@ -227,9 +235,14 @@ class TrainingRunner:
                 self._watchers.pop(run, None)
 
     def reattach(self) -> str | None:
-        """After a UI restart: give a still-running training the GPU and take it back when it ends."""
+        """After a UI restart: give a still-running training the GPU and take it back when it ends.
+
+        A training whose studio still runs (another replica on this machine) is that studio's.
+        """
         active = self.store.active()
         if active is None or not pid_alive(active.get("pid"), active.get("pid_started")):
+            return None
+        if process_alive(active.get("owner_pid"), active.get("owner_started")):
             return None
         run, pid, started = active["run"], int(active["pid"]), active.get("pid_started")
         self.on_start()
@@ -326,3 +339,17 @@ class TrainingRunner:
                 return state
             time.sleep(0.1)
         raise TimeoutError(f"run {run} still running after {timeout}s")
+
+
+def gpu_env(env: dict[str, str], device: str) -> dict[str, str]:
+    """``env`` for a training child that must use ``device`` (``cuda:N``) as its only GPU.
+
+    The trainer takes the first GPU it sees; a replica started with ``--device cuda:1`` lends
+    that one, so the child sees only it (counted within any ``CUDA_VISIBLE_DEVICES`` the studio had).
+    """
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index.isdigit():
+        return env
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    chosen = visible[int(index)] if int(index) < len(visible) else index
+    return {**env, "CUDA_VISIBLE_DEVICES": chosen}

@@ -7,8 +7,8 @@ a ``kill -9``, a crash, a reboot), reading the run settles it: the child's own a
 end if it left one, failed otherwise. A run left queued by a studio that is gone reads as
 interrupted. A restarted UI therefore re-attaches to whatever still runs.
 
-Several studio processes (replicas) may share ``root``. Each run's lifecycle changes under a
-file lock in its folder, and the one training of all replicas holds ``root/.training.lock``
+Several studio processes (replicas) may share ``root``. Lifecycle changes take a file lock
+(``root/.runs.lock``), and the one training of all replicas holds ``root/.training.lock``
 (see :mod:`train.runner`) as long as it runs: while another process holds it, a run this
 process does not watch is never settled from here, since its child may live on another machine.
 """
@@ -91,10 +91,12 @@ class RunStore:
         probe.release()
         return False
 
-    @staticmethod
-    def _changing(folder: Path) -> locks.FileLock:
-        """Lifecycle changes are read-modify-write; the watcher, a cancel and polls of every replica may race."""
-        return locks.FileLock(folder / ".lifecycle.lock", what=f"training run {folder.name}")
+    def _changing(self) -> locks.FileLock:
+        """Lifecycle changes are read-modify-write; the watcher, a cancel and polls of every replica may race.
+
+        They are short, so one lock beside the runs serves them all.
+        """
+        return locks.FileLock(self.root / ".runs.lock", what="training runs")
 
     def folder(self, run: str) -> Path:
         name = (run or "").strip() if isinstance(run, str) else ""
@@ -130,12 +132,12 @@ class RunStore:
 
     def create(self, folder: Path, lifecycle: Lifecycle) -> Lifecycle:
         """Record a new run (the parent's ``run.json``)."""
-        with self._changing(folder):
+        with self._changing():
             return write_lifecycle(folder, lifecycle)
 
     def transition(self, folder: Path, target: RunState, **changes: Any) -> Lifecycle:
         """Move the run to ``target``; :class:`~train.run_state.IllegalTransition` if its state does not allow it."""
-        with self._changing(folder):
+        with self._changing():
             return write_lifecycle(folder, read_lifecycle(folder).transition(target, **changes))
 
     @staticmethod
@@ -159,7 +161,7 @@ class RunStore:
         ``progress.json`` wins; without one, a SIGINT exit or a requested cancel is "cancelled"
         and anything else "failed".
         """
-        with self._changing(folder):
+        with self._changing():
             lifecycle = read_lifecycle(folder)
             if lifecycle.state is RunState.QUEUED:
                 if lifecycle.owner_alive():
