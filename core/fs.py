@@ -261,10 +261,9 @@ class Staging:
     def __init__(self, target: Path, replaces: Path | None) -> None:
         self.target = target
         self.replaces = replaces
-        self.token = secrets.token_hex(8)
+        self.token, self.hold = _new_token(target.parent)  # held before the folder exists: recover skips it
         self.path = target.parent / f"{STAGING}{self.token}"
         self.committed = False
-        self.hold = _hold_token(target.parent, self.token)  # before the folder exists: recover skips it
 
     def commit(self) -> Path:
         """Rename the staged folder to ``target``, in place of ``replaces`` when that exists.
@@ -328,8 +327,7 @@ def remove_folder(path: Path) -> None:
     """Delete a folder so that no crash leaves part of it under its name: rename it away, then delete."""
     if not path.exists():
         return
-    token = secrets.token_hex(8)
-    held = _hold_token(path.parent, token)
+    token, held = _new_token(path.parent)
     try:
         doomed = path.with_name(f"{DELETING}{token}-{path.name}")
         os.replace(path, doomed)
@@ -338,12 +336,18 @@ def remove_folder(path: Path) -> None:
         locks.discard(held)
 
 
-def _hold_token(parent: Path, token: str) -> locks.Hold:
-    """The lock that marks the staging, trash or deleting folders named with ``token`` as in use."""
-    held = locks.try_hold(parent / f"{LOCK}{token}")
-    if held is None:  # a fresh random token is never held; this would be a bug
-        raise StudioError(f"The lock for {token} in {parent} is held already.")
-    return held
+def _new_token(parent: Path) -> tuple[str, locks.Hold]:
+    """A fresh token and its held lock, which marks the staging, trash or deleting folders named with it.
+
+    A recover in another process may list the new lock file and take it in the instant before
+    this process does; then another token is drawn.
+    """
+    for _ in range(8):
+        token = secrets.token_hex(8)
+        held = locks.try_hold(parent / f"{LOCK}{token}")
+        if held is not None:
+            return token, held
+    raise StudioError(f"Could not take a staging lock in {parent}; try again.")
 
 
 def recover(parent: Path) -> list[str]:
