@@ -242,7 +242,8 @@ class TrainingRunner:
         active = self.store.active()
         if active is None or not pid_alive(active.get("pid"), active.get("pid_started")):
             return None
-        if process_alive(active.get("owner_pid"), active.get("owner_started")):
+        owner = active.get("owner_pid")
+        if owner != os.getpid() and process_alive(owner, active.get("owner_started")):
             return None
         run, pid, started = active["run"], int(active["pid"]), active.get("pid_started")
         self.on_start()
