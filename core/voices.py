@@ -14,12 +14,14 @@ interrupted replacement) when the library opens. Plain ``.wav`` files dropped
 into ``<voices_dir>`` are voices too, named after the file and encoded on first use.
 
 The library's lock guards only the short steps: checking a name is free and
-renaming a folder into place. It is a file lock (:class:`core.locks.FileLock` on
-``<voices_dir>/.library.lock``), so studio processes sharing the folder (replicas)
-take turns too; every listing reads the folder again, so a voice cloned by another
-replica is there on the next request without a restart. Encoding a voice and speaking its preview wait for
+renaming a folder into place. Encoding a voice and speaking its preview wait for
 the device, so they run outside it, in the staging folder; a lookup of any voice
 (a built-in speaker's too) never waits behind a clone that waits for the GPU.
+
+The lock is a file lock (:class:`core.locks.FileLock` on ``<voices_dir>/.library.lock``),
+so studio processes sharing the folder (replicas) take turns too; every listing reads
+the folder again, so a voice cloned by another replica is there on the next request,
+without a restart.
 """
 
 from __future__ import annotations
