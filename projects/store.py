@@ -7,7 +7,7 @@ A subtitle cue's fingerprint covers its slot length, as its take is fitted to it
 A locked segment is never silently re-rendered: a dictionary change that affects it flags
 it instead, and an edit that would change its sound is refused until it is unlocked.
 
-Every read-modify-write holds the store's file lock (``<root>/.projects.lock``), so studio
+Every read-modify-write holds the store's file lock (``.<root name>.lock`` beside it), so studio
 processes sharing the folder (replicas) never lose each other's edits.
 """
 
@@ -39,7 +39,8 @@ class ProjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = locks.FileLock(self.root / ".projects.lock", what="project store")
+        # beside the folder, so the folder holds projects only
+        self._lock = locks.FileLock(self.root.parent / f".{self.root.name}.lock", what="project store")
         with self._lock:
             recover(self.root)
 

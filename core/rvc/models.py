@@ -205,7 +205,7 @@ class RVCLibrary:
     def __init__(self, root: Path) -> None:
         self.root = root
         # a file lock: studio processes sharing the folder (replicas) add, rename and delete in turn
-        self._lock = locks.FileLock(root / ".rvc.lock", what="RVC model library")
+        self._lock = locks.FileLock(root.parent / f".{root.name}.lock", what="RVC model library")  # beside it
         self._refused: dict[str, tuple[float, str]] = {}
 
     def _record_path(self, name: str) -> Path:
