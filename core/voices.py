@@ -18,7 +18,7 @@ renaming a folder into place. Encoding a voice and speaking its preview wait for
 the device, so they run outside it, in the staging folder; a lookup of any voice
 (a built-in speaker's too) never waits behind a clone that waits for the GPU.
 
-The lock is a file lock (:class:`core.locks.FileLock` on ``<voices_dir>/.library.lock``),
+The lock is a file lock (:class:`core.locks.FileLock` on ``.voices.lock`` beside the folder),
 so studio processes sharing the folder (replicas) take turns too; every listing reads
 the folder again, so a voice cloned by another replica is there on the next request,
 without a restart.
@@ -105,7 +105,7 @@ class VoiceLibrary:
         self.work_dir = work_dir
         self.root.mkdir(parents=True, exist_ok=True)
         # name checks and renames into place only; never device work
-        self._lock = locks.FileLock(self.root / ".library.lock", what="voice library")
+        self._lock = locks.FileLock(self.root.parent / f".{self.root.name}.lock", what="voice library")  # beside it
         with self._lock:
             fs.recover(self.root)
 

@@ -269,7 +269,7 @@ def test_bad_clips_are_refused_with_their_reason(
     with pytest.raises(InvalidInput, match=message):
         library.create("Bad", [bad], engine=shared_engine)
     assert library.list() == []
-    assert [p.name for p in library.root.iterdir()] == [".library.lock"]  # the lock replicas share stays
+    assert [p.name for p in library.root.iterdir()] == []
 
 
 @pytest.mark.parametrize(
