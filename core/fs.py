@@ -24,6 +24,9 @@ folder beside the target and renamed into place; an old version is first renamed
 ``.trash-*``. :func:`remove_folder` renames a folder to ``.deleting-*`` before deleting it.
 :func:`recover`, run when the owner opens the parent folder, finishes or rolls back what a
 crash interrupted, so a crash at any point leaves the old folder or the new one, never half.
+Each staging, trash or deleting folder is tied to a hidden lock file (``.lock-<token>``) that
+its writer holds from before the folder exists until it is gone, so another studio process
+sharing the data folder (a replica) recovering the same parent leaves work in progress alone.
 
 Names (:func:`clean_name`, :func:`slug`): a display name someone typed is checked once, and
 the folder or file name derived from it is made the same way everywhere.
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote
 
+from core import locks
 from core.errors import InvalidInput, StudioError
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,9 @@ NAME_MAX = 64
 STAGING = ".staging-"
 TRASH = ".trash-"
 DELETING = ".deleting-"
+LOCK = ".lock-"
 _TRASH_NAME = re.compile(r"\.trash-[0-9a-f]+-(.+)")
+_TOKEN = re.compile(r"\.(?:staging|trash|deleting|lock)-([0-9a-f]+)")
 _FILE_NAME = re.compile(r"\w[\w .()+-]*")
 
 
@@ -255,7 +261,8 @@ class Staging:
     def __init__(self, target: Path, replaces: Path | None) -> None:
         self.target = target
         self.replaces = replaces
-        self.path = target.parent / f"{STAGING}{secrets.token_hex(4)}"
+        self.token, self.hold = _new_token(target.parent)  # held before the folder exists: recover skips it
+        self.path = target.parent / f"{STAGING}{self.token}"
         self.committed = False
 
     def commit(self) -> Path:
@@ -276,7 +283,7 @@ class Staging:
         if old is None:
             os.replace(self.path, self.target)
         else:
-            trash = self.target.parent / f"{TRASH}{secrets.token_hex(4)}-{self.target.name}"
+            trash = self.target.parent / f"{TRASH}{self.token}-{self.target.name}"
             os.replace(old, trash)
             try:
                 os.replace(self.path, self.target)
@@ -300,8 +307,8 @@ def staged_folder(target: Path, *, replaces: Path | None = None) -> Iterator[Sta
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Staging(target, replaces)
-    staging.path.mkdir()
     try:
+        staging.path.mkdir()
         yield staging
         staging.commit()
     except OSError as exc:
@@ -312,15 +319,35 @@ def staged_folder(target: Path, *, replaces: Path | None = None) -> Iterator[Sta
     except BaseException:
         shutil.rmtree(staging.path, ignore_errors=True)
         raise
+    finally:
+        locks.discard(staging.hold)
 
 
 def remove_folder(path: Path) -> None:
     """Delete a folder so that no crash leaves part of it under its name: rename it away, then delete."""
     if not path.exists():
         return
-    doomed = path.with_name(f"{DELETING}{secrets.token_hex(4)}-{path.name}")
-    os.replace(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+    token, held = _new_token(path.parent)
+    try:
+        doomed = path.with_name(f"{DELETING}{token}-{path.name}")
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    finally:
+        locks.discard(held)
+
+
+def _new_token(parent: Path) -> tuple[str, locks.Hold]:
+    """A fresh token and its held lock, which marks the staging, trash or deleting folders named with it.
+
+    A recover in another process may list the new lock file and take it in the instant before
+    this process does; then another token is drawn.
+    """
+    for _ in range(8):
+        token = secrets.token_hex(8)
+        held = locks.try_hold(parent / f"{LOCK}{token}")
+        if held is not None:
+            return token, held
+    raise StudioError(f"Could not take a staging lock in {parent}; try again.")
 
 
 def recover(parent: Path) -> list[str]:
@@ -333,13 +360,30 @@ def recover(parent: Path) -> list[str]:
     """
     if not parent.is_dir():
         return []
-    restored = []
+    restored: list[str] = []
+    by_token: dict[str, list[Path]] = {}
     for entry in sorted(parent.iterdir()):
-        trashed = _TRASH_NAME.fullmatch(entry.name)
-        if trashed and not (parent / trashed[1]).exists():
-            os.replace(entry, parent / trashed[1])
-            log.warning("restored %s in %s after an interrupted change", trashed[1], parent)
-            restored.append(trashed[1])
-        elif entry.name.startswith((STAGING, TRASH, DELETING)):
-            shutil.rmtree(entry, ignore_errors=True)
+        if found := _TOKEN.match(entry.name):
+            by_token.setdefault(found[1], []).extend([] if entry.name.startswith(LOCK) else [entry])
+    for token, entries in sorted(by_token.items()):
+        held = locks.try_hold(parent / f"{LOCK}{token}")
+        if held is None:  # another process (or thread) is still writing these
+            continue
+        try:
+            for entry in entries:
+                _recover_one(parent, entry, restored)
+        finally:
+            locks.discard(held)  # a lock file a dead process left goes too
     return restored
+
+
+def _recover_one(parent: Path, entry: Path, restored: list[str]) -> None:
+    if not entry.exists():  # finished by its writer since the folder was listed
+        return
+    trashed = _TRASH_NAME.fullmatch(entry.name)
+    if trashed and not (parent / trashed[1]).exists():
+        os.replace(entry, parent / trashed[1])
+        log.warning("restored %s in %s after an interrupted change", trashed[1], parent)
+        restored.append(trashed[1])
+    elif entry.name.startswith((STAGING, TRASH, DELETING)):
+        shutil.rmtree(entry, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import time
@@ -122,8 +123,9 @@ def save_prepared(clips: Sequence[CheckedClip], root: Path, *, ttl_s: float = PR
     """
     if root.is_dir():
         for old in root.iterdir():
-            if time.time() - old.stat().st_mtime > ttl_s:
-                shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):  # another replica may tidy the same folder
+                if time.time() - old.stat().st_mtime > ttl_s:
+                    shutil.rmtree(old, ignore_errors=True)
     folder = root / secrets.token_hex(4)
     saved: list[Path | None] = []
     for index, clip in enumerate(clips):

@@ -17,6 +17,11 @@ The library's lock guards only the short steps: checking a name is free and
 renaming a folder into place. Encoding a voice and speaking its preview wait for
 the device, so they run outside it, in the staging folder; a lookup of any voice
 (a built-in speaker's too) never waits behind a clone that waits for the GPU.
+
+The lock is a file lock (:class:`core.locks.FileLock` on ``.voices.lock`` beside the folder),
+so studio processes sharing the folder (replicas) take turns too; every listing reads
+the folder again, so a voice cloned by another replica is there on the next request,
+without a restart.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import json
 import logging
 import re
 import shutil
-import threading
 import time
 import zipfile
 from collections.abc import Sequence
@@ -36,7 +40,7 @@ from typing import Any
 import soundfile as sf
 import torch
 
-from core import fs
+from core import fs, locks
 from core.audio import XTTS_REFERENCE_RATE
 from core.constants import XTTS_OUTPUT_RATE
 from core.errors import InvalidInput
@@ -99,9 +103,11 @@ class VoiceLibrary:
         self.root = root
         self.export_dir = export_dir
         self.work_dir = work_dir
-        self._lock = threading.RLock()  # name checks and renames into place only; never device work
         self.root.mkdir(parents=True, exist_ok=True)
-        fs.recover(self.root)
+        # name checks and renames into place only; never device work
+        self._lock = locks.FileLock(self.root.parent / f".{self.root.name}.lock", what="voice library")  # beside it
+        with self._lock:
+            fs.recover(self.root)
 
     # ---- reading -------------------------------------------------------------------------
     def _read(self, folder: Path) -> VoiceInfo | None:

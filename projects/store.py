@@ -6,17 +6,20 @@ text, the pronunciation entries that apply to it, the voice, language, profile a
 A subtitle cue's fingerprint covers its slot length, as its take is fitted to it.
 A locked segment is never silently re-rendered: a dictionary change that affects it flags
 it instead, and an edit that would change its sound is refused until it is unlocked.
+
+Every read-modify-write holds the store's file lock (``.<root name>.lock`` beside it), so studio
+processes sharing the folder (replicas) never lose each other's edits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core import locks
 from core.audio import decode
 from core.errors import InvalidInput, StudioError
 from core.fs import child, clean_name, recover, remove_folder, slug, write_bytes, write_json
@@ -36,8 +39,10 @@ class ProjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        recover(self.root)
-        self._lock = threading.RLock()
+        # beside the folder, so the folder holds projects only
+        self._lock = locks.FileLock(self.root.parent / f".{self.root.name}.lock", what="project store")
+        with self._lock:
+            recover(self.root)
 
     # ---- names and files ------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 # install them, the pinned Python packages, and the RVC engine. Re-running is quick: a stamp of the
 # requirement files skips pip when nothing changed.
 #   scripts/install.sh          runtime only
-#   scripts/install.sh --test   runtime plus test extras (espeak-ng, chromium, pytest, playwright)
+#   scripts/install.sh --test   runtime plus test extras (espeak-ng, chromium, nginx-light, pytest, playwright)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +16,7 @@ PYTHON="${PYTHON:-python3.11}"
 say() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 system_packages=(ffmpeg)
-if (( WITH_TEST )); then system_packages+=(espeak-ng chromium); fi
+if (( WITH_TEST )); then system_packages+=(espeak-ng chromium nginx-light); fi
 missing=()
 for pkg in "${system_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -121,9 +121,8 @@ def wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
     raise RuntimeError(f"the app did not answer at {url} within {timeout}s:\n{log.read_text()[-4000:]}")
 
 
-@contextlib.contextmanager
-def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
-    """Start ``python webui.py`` on a free port with data folders under ``data``; stop it afterwards."""
+def launch_app(data: Path, *args: str) -> tuple[subprocess.Popen, dict[str, object]]:
+    """Start ``python webui.py`` on a free port with data folders under ``data`` (later ``args`` win); no wait."""
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = data / "app.log"
@@ -138,15 +137,27 @@ def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
     with open(log, "wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=data)
     url = f"http://127.0.0.1:{port}/"
+    return proc, {"url": url, "data": data, "log": log, "pid": proc.pid, "port": port}
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        wait_for_http(url + "health", proc, log)
-        yield {"url": url, "data": data, "log": log, "pid": proc.pid, "port": port}
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running_app(data: Path, *args: str) -> Iterator[dict[str, object]]:
+    """Start ``python webui.py`` on a free port with data folders under ``data``; stop it afterwards."""
+    proc, app = launch_app(data, *args)
+    try:
+        wait_for_http(f"{app['url']}health", proc, data / "app.log")
+        yield app
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
 
 
 @pytest.fixture(scope="session")

@@ -128,7 +128,7 @@ def test_render_on_demand_then_score_with_whisper_and_resemblyzer(
 ) -> None:
     data = copy_of(trained, tmp_path)
     review = make_review(data, engine)
-    run = next((data / "outputs" / "runs").iterdir())
+    run = next(p for p in (data / "outputs" / "runs").iterdir() if not p.name.startswith("."))  # not the locks
     shutil.rmtree(run / "samples" / "4")  # an older run: no samples for this checkpoint
     checkpoint = next(r["checkpoint"] for r in review.rows() if r["step"] == 4)
     assert review.listen(checkpoint)["rows"] == []
@@ -275,7 +275,7 @@ def test_import_refuses_pickles_damaged_and_foreign_files(trained: Path, tmp_pat
 def test_prune_delete_and_disk_use(trained: Path, tmp_path: Path, engine: XTTSEngine) -> None:
     data = copy_of(trained, tmp_path)
     review = make_review(data, engine)
-    run = next((data / "outputs" / "runs").iterdir()).name
+    run = next(p for p in (data / "outputs" / "runs").iterdir() if not p.name.startswith(".")).name
     [usage] = review.catalog.disk_usage()
     assert usage["name"] == run and usage["mb"] > 0 and usage["checkpoints"] == 3
     four = next(r["checkpoint"] for r in review.rows() if r["step"] == 4)

@@ -397,7 +397,7 @@ def test_hostile_names_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidInput):
         store.get(name)
     assert list((tmp_path / "projects").iterdir()) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["projects"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".projects.lock", "projects"]  # the store's lock, beside it
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -10,13 +10,15 @@ sit in ``samples/base/`` for comparison.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import fs
+from core import fs, locks
 from core.errors import InvalidInput
 from core.xtts import checkpoint_io
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig
@@ -24,6 +26,10 @@ from train.coqui_csv import TRAIN_FILE, read_metadata
 from train.runs import ACTIVE, RunStore
 
 BASE = "base"
+IN_USE = (
+    "{name} is loaded in a studio process sharing this data folder (another replica); "
+    "load another model there before deleting it."
+)
 MAX_REFERENCE_CLIPS = 8
 
 
@@ -214,18 +220,34 @@ class CheckpointCatalog:
             if state.get("state") in ACTIVE:
                 raise InvalidInput(f"{entry.source} is training; cancel it before deleting its checkpoints.")
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _unused(paths: list[Path]) -> Iterator[None]:
+        """Hold the in-use markers of ``paths`` for the block: refused while an engine in any studio
+        process sharing this folder (a replica) has one of them loaded."""
+        held = locks.claim(paths, refusal=IN_USE)
+        try:
+            yield
+        finally:
+            for hold in held:
+                locks.discard(hold)
+
     def delete(self, entry: Entry) -> int:
         """Delete one checkpoint file (and its samples when no other file shares its step); bytes freed."""
         if entry.path is None:
             raise InvalidInput("The base model cannot be deleted here.")
         self._check_not_training(entry)
+        with self._unused([entry.path]):
+            return self._delete(entry, entry.path)
+
+    def _delete(self, entry: Entry, path: Path) -> int:
         if entry.kind == "imported":
-            freed = _size(entry.path.parent) + _size(entry.review_dir.parent)
-            fs.remove_folder(entry.path.parent)
+            freed = _size(path.parent) + _size(entry.review_dir.parent)
+            fs.remove_folder(path.parent)
             fs.remove_folder(entry.review_dir.parent)
             return freed
-        freed = entry.path.stat().st_size
-        entry.path.unlink()
+        freed = path.stat().st_size
+        path.unlink()
         siblings = [e for e in self._run_entries(self.runs.folder(entry.source)) if e.step == entry.step]
         if not siblings and entry.review_dir.is_dir():
             freed += _size(entry.review_dir)
@@ -257,8 +279,9 @@ class CheckpointCatalog:
         folder = self.runs.folder(run)
         if self.runs.status(run).get("state") in ACTIVE:
             raise InvalidInput(f"{run} is training; cancel it first.")
-        freed = _size(folder)
-        fs.remove_folder(folder)
+        with self._unused([e.path for e in self._run_entries(folder) if e.path is not None]):
+            freed = _size(folder)
+            fs.remove_folder(folder)
         return freed
 
     def disk_usage(self) -> list[dict[str, Any]]:

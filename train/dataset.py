@@ -43,7 +43,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from core import fs, plots
+from core import fs, locks, plots
 from core.audio import decode, frame_levels_db, normalize_loudness, voiced_frames
 from core.constants import XTTS_INPUT_RATE
 from core.device import DeviceScheduler
@@ -55,7 +55,7 @@ from train import denoise
 from train import sources as source_io
 from train.clean_audio import CleanedSource, SourceCleaner, mode
 from train.coqui_csv import TRAIN_FILE, MetadataRow, write_metadata
-from train.dataset_review import NOT_SPEECH, clean_text, read_edits, reason_text
+from train.dataset_review import NOT_SPEECH, build_lock, clean_text, read_edits, reason_text
 from train.segment import ClipPlan, CutOptions, plan_clips
 from train.speakers import SpeakerEncoder, select_speakers
 from train.transcribe import WHISPER_RATE, Transcript, Whisper, speech_regions
@@ -223,19 +223,28 @@ class DatasetBuilder:
         if not urls and not inputs:
             raise InvalidInput("Add at least one link, uploaded file or server folder.")
         target = self.root / fs.slug(name, fallback="dataset")
-        created = not target.exists()
-        for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
-            (target / sub).mkdir(parents=True, exist_ok=True)
+        building = locks.try_hold(build_lock(target))
+        if building is None:
+            raise InvalidInput(
+                f"The dataset '{name}' is being built already (here or by another studio process sharing "
+                "this data folder); wait for that build to finish, or choose another name."
+            )
         try:
-            sources = self._fetch(urls, target, cookies, report_progress, stop) + [
-                {"name": p.name, "path": p, "origin": str(p)} for p in inputs
-            ]
-            return self._process(target, name, options, sources, reference, report_progress, stop)
-        except BaseException:
-            if created and not _holds_work(target):
-                log.info("The build of %s failed before any reusable work; removing %s", name, target)
-                shutil.rmtree(target, ignore_errors=True)
-            raise
+            created = not target.exists()
+            for sub in ("sources", "transcripts", "wavs", "downloads", "plots"):
+                (target / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                sources = self._fetch(urls, target, cookies, report_progress, stop) + [
+                    {"name": p.name, "path": p, "origin": str(p)} for p in inputs
+                ]
+                return self._process(target, name, options, sources, reference, report_progress, stop)
+            except BaseException:
+                if created and not _holds_work(target):
+                    log.info("The build of %s failed before any reusable work; removing %s", name, target)
+                    shutil.rmtree(target, ignore_errors=True)
+                raise
+        finally:
+            locks.discard(building)  # a waiter on the old file takes the lock on a fresh one
 
     def _fetch(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 
 import soundfile as sf
 
-from core import fs
+from core import fs, locks
 from core.errors import InvalidInput
 from train.coqui_csv import MetadataRow, read_splits, write_metadata
 
@@ -130,12 +130,25 @@ def _ticked(value: object) -> bool:
     return str(value).strip().lower() not in ("false", "0", "no", "")
 
 
+def build_lock(target: Path) -> Path:
+    """Held while the dataset in ``target`` is built or its table saved, by whichever studio process does it."""
+    return target.parent / f".{target.name}.build.lock"
+
+
 def save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     """Apply the edited rows (text, speaker, keep) to the dataset; rows not sent stay as they are.
 
     Restored clips move into ``wavs/`` before the CSVs name them, dropped ones leave ``wavs/`` after,
     so a crash between the steps never leaves a CSV row without its file.
     """
+    held = locks.hold(build_lock(target), what=f"dataset {target.name} (a build is writing it)", timeout=5)
+    try:
+        return _save_table(target, rows)
+    finally:
+        locks.discard(held)
+
+
+def _save_table(target: Path, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     current = {r["audio_file"]: r for r in load_table(target)}
     edits = read_edits(target)
     default_speaker = read_report(target).get("speaker") or target.name

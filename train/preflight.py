@@ -160,7 +160,7 @@ def _memory_checks(config: TrainingConfig, found: Preflight, problems: list[str]
     if not device.startswith("cuda") or not torch.cuda.is_available():
         found.warnings.append("No GPU: training runs on the CPU, which is very slow for the full XTTS model.")
         return
-    free, _ = torch.cuda.mem_get_info()  # the runner lent the device first: what the child will have
+    free, _ = torch.cuda.mem_get_info(torch.device(device))  # lent first: what the child will have
     problem = _memory_problem(config, found, free, "")
     if problem:
         problems.append(problem)

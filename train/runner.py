@@ -7,6 +7,12 @@ given back if anything fails before the child runs. The child lives in its own p
 group: cancel sends SIGINT (the trainer saves, then stops), then kills the group if it does
 not stop in time. A crash or a ``kill -9`` of the child leaves the UI serving; the run reads
 as failed and can be resumed from its last checkpoint.
+
+One training across all replicas too: the runner that starts a child takes
+``runs/.training.lock`` (see :class:`train.runs.RunStore`) and hands the locked descriptor to
+the child, so the lock lasts exactly as long as the training, even if this studio restarts
+meanwhile. Another replica's start is refused with "Training is running on another replica"
+and keeps its own device.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core import fs
+from core import fs, locks
 from core.errors import InvalidInput, StudioError
 from core.model_files import ProgressCallback
 from core.settings import resolve_device
@@ -35,7 +41,15 @@ from train import preflight
 from train.config import DEFAULT_TEST_SENTENCES, TrainingConfig, read_config
 from train.coqui_csv import TRAIN_FILE, read_metadata
 from train.launch import RANKS_DIR, child_command, cpu_ranks
-from train.run_state import ACTIVE, RESUMABLE, Lifecycle, RunState, pid_alive, process_start_time
+from train.run_state import (
+    ACTIVE,
+    RESUMABLE,
+    Lifecycle,
+    RunState,
+    pid_alive,
+    process_alive,
+    process_start_time,
+)
 from train.runs import RunStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +78,7 @@ class TrainingRunner:
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen] = {}
         self._watchers: dict[str, threading.Thread] = {}
+        self._slots: dict[str, locks.Hold] = {}
 
     # ---- starting ------------------------------------------------------------------------
     def with_defaults(self, config: TrainingConfig) -> TrainingConfig:
@@ -84,27 +99,55 @@ class TrainingRunner:
             raise InvalidInput(f"Unknown language '{config.language}'. Choose one of: {', '.join(LANGUAGES)}.")
         with self._lock:
             self._refuse_if_busy()
-            base = self.prepare_base(Path(config.base_model), progress)
-            config = self.with_defaults(replace(config, base_model=str(base)))
-            with self._device_lent():
-                found = preflight.check(config, runs_root=self.store.root, device=self.device)
-                folder = self.store.new_folder(config.run_name)
-                fs.write_text(folder / "run_config.json", config.to_json())
-                steps_per_epoch = config.steps_per_epoch(found.train_clips)
-                self.store.create(
-                    folder,
-                    Lifecycle.queued(
-                        save_step=config.save_interval(found.train_clips), total_steps=steps_per_epoch * config.epochs,
-                        params=config.__dict__, preflight=found.to_dict(),
-                    ),
-                )  # fmt: skip
-                self._spawn(folder)
+            with self._training_slot() as slot:
+                base = self.prepare_base(Path(config.base_model), progress)
+                config = self.with_defaults(replace(config, base_model=str(base)))
+                with self._device_lent():
+                    found = preflight.check(config, runs_root=self.store.root, device=self.device)
+                    folder = self.store.new_folder(config.run_name)
+                    fs.write_text(folder / "run_config.json", config.to_json())
+                    steps_per_epoch = config.steps_per_epoch(found.train_clips)
+                    self.store.create(
+                        folder,
+                        Lifecycle.queued(
+                            save_step=config.save_interval(found.train_clips), total_steps=steps_per_epoch * config.epochs,
+                            params=config.__dict__, preflight=found.to_dict(),
+                        ),
+                    )  # fmt: skip
+                    self._spawn(folder, slot)
             return folder.name
 
     def _refuse_if_busy(self) -> None:
         busy = self.store.active()
-        if busy is not None:
-            raise InvalidInput(f"A training is already running ({busy['run']}). Cancel it or wait for it to finish.")
+        if busy is None:
+            return
+        here = busy["run"] in self._children or pid_alive(busy.get("pid"), busy.get("pid_started"))
+        if not here and self.store.training_elsewhere():
+            raise InvalidInput(
+                f"Training is running on another replica ({busy['run']}); one training runs at a time across "
+                "the studio processes sharing this data folder. Wait for it to finish or cancel it there."
+            )
+        raise InvalidInput(f"A training is already running ({busy['run']}). Cancel it or wait for it to finish.")
+
+    @contextlib.contextmanager
+    def _training_slot(self) -> Iterator[locks.Hold]:
+        """The slot of all replicas, held until the child ends; given up if the start fails.
+
+        A moment's retry covers another replica that only probes the slot while reading its runs.
+        """
+        deadline = time.monotonic() + 1.0
+        while (slot := locks.try_hold(self.store.training_lock)) is None:
+            if time.monotonic() > deadline:
+                raise InvalidInput(
+                    "Training is running on another replica (a studio process sharing this data folder); "
+                    "one training runs at a time. Wait for it to finish or cancel it there."
+                )
+            time.sleep(0.05)
+        try:
+            yield slot
+        except BaseException:
+            slot.release()
+            raise
 
     @contextlib.contextmanager
     def _device_lent(self) -> Iterator[None]:
@@ -125,13 +168,17 @@ class TrainingRunner:
         except Exception:
             log.exception("could not take the GPU back after training")
 
-    def _spawn(self, folder: Path) -> None:
-        """Start the child for the queued run in ``folder``; if it cannot start, the run is failed."""
+    def _spawn(self, folder: Path, slot: locks.Hold) -> None:
+        """Start the child for the queued run in ``folder``; if it cannot start, the run is failed.
+
+        The child inherits ``slot``'s locked descriptor; the watcher releases it when the child ends.
+        """
         child: subprocess.Popen | None = None
         try:
             gpus = read_config(folder / "run_config.json").gpus
             launch = child_command(self.python, folder, gpus, device=self.device, on_cpu=cpu_ranks())
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.env}
+            base = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = {**(base if gpus else gpu_env(base, self.device)), **launch.env}  # a GPU list maps itself
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
             with open(folder / "train.log", "ab") as sink:
                 child = subprocess.Popen(
@@ -142,7 +189,9 @@ class TrainingRunner:
                     stdin=subprocess.DEVNULL,
                     env=env,
                     start_new_session=True,  # its own process group: a cancel reaches its loader workers too
+                    pass_fds=(slot.fd,),
                 )
+            self._slots[folder.name] = slot
             self.store.watch(folder, child.pid)
             self.store.transition(
                 folder, RunState.RUNNING, pid=child.pid, pid_started=process_start_time(child.pid), started=time.time(),
@@ -154,6 +203,7 @@ class TrainingRunner:
             self._children[folder.name], self._watchers[folder.name] = child, watcher
             watcher.start()
         except Exception as exc:
+            self._slots.pop(folder.name, None)  # the caller gives the slot up
             if child is not None:
                 self.store.unwatch(folder, child.pid)
                 self._children.pop(folder.name, None)
@@ -177,6 +227,9 @@ class TrainingRunner:
             self.store.unwatch(folder, child.pid)
             if self._children.get(folder.name) is child:
                 self._children.pop(folder.name)
+            slot = self._slots.pop(folder.name, None)
+            if slot is not None:
+                slot.release()
             self._take_back()
 
     def _join_watcher(self, run: str) -> None:
@@ -188,9 +241,15 @@ class TrainingRunner:
                 self._watchers.pop(run, None)
 
     def reattach(self) -> str | None:
-        """After a UI restart: give a still-running training the GPU and take it back when it ends."""
+        """After a UI restart: give a still-running training the GPU and take it back when it ends.
+
+        A training whose studio still runs (another replica on this machine) is that studio's.
+        """
         active = self.store.active()
         if active is None or not pid_alive(active.get("pid"), active.get("pid_started")):
+            return None
+        owner = active.get("owner_pid")
+        if owner != os.getpid() and process_alive(owner, active.get("owner_started")):
             return None
         run, pid, started = active["run"], int(active["pid"]), active.get("pid_started")
         self.on_start()
@@ -266,15 +325,16 @@ class TrainingRunner:
             if trainer_dir is None or not any(not c.best for c in self.store.checkpoints(folder)):
                 raise InvalidInput(f"The run {run} has no checkpoint to resume from; start a new run instead.")
             read_config(folder / "run_config.json")
-            self._set_aside_broken_checkpoints(folder)
-            with self._device_lent():
-                owner = os.getpid()
-                self.store.transition(
-                    folder, RunState.QUEUED, error=None, finished=None, resume_from=str(trainer_dir),
-                    resumes=int(state.get("resumes", 0)) + 1, elapsed_before_s=float(state.get("elapsed_s", 0)),
-                    owner_pid=owner, owner_started=process_start_time(owner), pid=None, pid_started=None,
-                )  # fmt: skip
-                self._spawn(folder)
+            with self._training_slot() as slot:
+                self._set_aside_broken_checkpoints(folder)
+                with self._device_lent():
+                    owner = os.getpid()
+                    self.store.transition(
+                        folder, RunState.QUEUED, error=None, finished=None, resume_from=str(trainer_dir),
+                        resumes=int(state.get("resumes", 0)) + 1, elapsed_before_s=float(state.get("elapsed_s", 0)),
+                        owner_pid=owner, owner_started=process_start_time(owner), pid=None, pid_started=None,
+                    )  # fmt: skip
+                    self._spawn(folder, slot)
             return run
 
     def _set_aside_broken_checkpoints(self, folder: Path) -> None:
@@ -307,3 +367,17 @@ class TrainingRunner:
                 return state
             time.sleep(0.1)
         raise TimeoutError(f"run {run} still running after {timeout}s")
+
+
+def gpu_env(env: dict[str, str], device: str) -> dict[str, str]:
+    """``env`` for a training child that must use ``device`` (``cuda:N``) as its only GPU.
+
+    The trainer takes the first GPU it sees; a replica started with ``--device cuda:1`` lends
+    that one, so the child sees only it (counted within any ``CUDA_VISIBLE_DEVICES`` the studio had).
+    """
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not index.isdigit():
+        return env
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    chosen = visible[int(index)] if int(index) < len(visible) else index
+    return {**env, "CUDA_VISIBLE_DEVICES": chosen}

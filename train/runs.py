@@ -6,6 +6,11 @@ child is gone while its lifecycle still says it runs (it exited while no studio 
 a ``kill -9``, a crash, a reboot), reading the run settles it: the child's own account of its
 end if it left one, failed otherwise. A run left queued by a studio that is gone reads as
 interrupted. A restarted UI therefore re-attaches to whatever still runs.
+
+Several studio processes (replicas) may share ``root``. Lifecycle changes take a file lock
+(``root/.runs.lock``), and the one training of all replicas holds ``root/.training.lock``
+(see :mod:`train.runner`) as long as it runs: while another process holds it, a run this
+process does not watch is never settled from here, since its child may live on another machine.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import fs, plots
+from core import fs, locks, plots
 from core.errors import InvalidInput
 from core.fs import child
 from train.run_state import (
@@ -44,7 +49,8 @@ STALE_QUEUED = (
     "The studio stopped before this run's training process started. Resume it, or start a new run "
     "if it has no checkpoint yet."
 )
-# lifecycle changes are read-modify-write; the watcher, a cancel and a tab's poll may race
+TRAINING_LOCK = ".training.lock"
+# which runs this process watches; lifecycle changes themselves take the run's file lock
 _LIFECYCLE_LOCK = threading.RLock()
 # runs whose child a runner in this process waits for: that runner settles them, with the exit code
 _WATCHED: dict[Path, int] = {}
@@ -72,6 +78,26 @@ class RunStore:
         self.root = root
         self._loss_cache: dict[Path, tuple[tuple[tuple[str, int, float], ...], list[dict[str, Any]]]] = {}
 
+    @property
+    def training_lock(self) -> Path:
+        """The file the process that runs a training holds locked while it runs (the slot of all replicas)."""
+        return self.root / TRAINING_LOCK
+
+    def training_elsewhere(self) -> bool:
+        """Whether another process (a replica, or a training child that outlived its studio) holds the slot."""
+        probe = locks.try_hold(self.training_lock)
+        if probe is None:
+            return True
+        probe.release()
+        return False
+
+    def _changing(self) -> locks.FileLock:
+        """Lifecycle changes are read-modify-write; the watcher, a cancel and polls of every replica may race.
+
+        They are short, so one lock beside the runs serves them all.
+        """
+        return locks.FileLock(self.root / ".runs.lock", what="training runs")
+
     def folder(self, run: str) -> Path:
         name = (run or "").strip() if isinstance(run, str) else ""
         try:
@@ -88,11 +114,13 @@ class RunStore:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = self.root / f"{stem}-{stamp}"
         suffix = 1
-        while path.exists():
-            suffix += 1
-            path = self.root / f"{stem}-{stamp}-{suffix}"
-        path.mkdir()
-        return path
+        while True:
+            try:
+                path.mkdir()  # atomic: two replicas starting runs the same second get different folders
+                return path
+            except FileExistsError:
+                suffix += 1
+                path = self.root / f"{stem}-{stamp}-{suffix}"
 
     def read(self, folder: Path) -> dict[str, Any]:
         """The run's records as one plain dict (see :func:`train.run_state.view`)."""
@@ -104,12 +132,12 @@ class RunStore:
 
     def create(self, folder: Path, lifecycle: Lifecycle) -> Lifecycle:
         """Record a new run (the parent's ``run.json``)."""
-        with _LIFECYCLE_LOCK:
+        with self._changing():
             return write_lifecycle(folder, lifecycle)
 
     def transition(self, folder: Path, target: RunState, **changes: Any) -> Lifecycle:
         """Move the run to ``target``; :class:`~train.run_state.IllegalTransition` if its state does not allow it."""
-        with _LIFECYCLE_LOCK:
+        with self._changing():
             return write_lifecycle(folder, read_lifecycle(folder).transition(target, **changes))
 
     @staticmethod
@@ -133,7 +161,7 @@ class RunStore:
         ``progress.json`` wins; without one, a SIGINT exit or a requested cancel is "cancelled"
         and anything else "failed".
         """
-        with _LIFECYCLE_LOCK:
+        with self._changing():
             lifecycle = read_lifecycle(folder)
             if lifecycle.state is RunState.QUEUED:
                 if lifecycle.owner_alive():
@@ -166,7 +194,7 @@ class RunStore:
         """The run's state, settled when its process ended without a studio watching it."""
         folder = self.folder(run)
         lifecycle = self.lifecycle(folder)
-        if lifecycle.active and folder.resolve() not in _WATCHED:
+        if lifecycle.active and folder.resolve() not in _WATCHED and not self.training_elsewhere():
             lifecycle = self.settle(folder)
         state = view(lifecycle, read_progress(folder, lifecycle))
         checkpoints = self.checkpoints(folder)

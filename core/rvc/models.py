@@ -24,14 +24,13 @@ import logging
 import os
 import pickle
 import re
-import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core import fs
+from core import fs, locks
 from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -205,7 +204,8 @@ class RVCLibrary:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._lock = threading.RLock()
+        # a file lock: studio processes sharing the folder (replicas) add, rename and delete in turn
+        self._lock = locks.FileLock(root.parent / f".{root.name}.lock", what="RVC model library")  # beside it
         self._refused: dict[str, tuple[float, str]] = {}
 
     def _record_path(self, name: str) -> Path:

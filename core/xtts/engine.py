@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core import model_files
+from core import locks, model_files
 from core.constants import XTTS_OUTPUT_RATE
 from core.device import DeviceScheduler, chunk_seed, out_of_memory_as
 from core.errors import Cancelled, InvalidInput, ModelUnavailable
@@ -101,6 +101,7 @@ class XTTSEngine:
         self.weights: CheckpointWeights | None = None
         self.model_id: str | None = None
         self.latents = LatentCache(latents_dir)
+        self._in_use: locks.Hold | None = None  # the active checkpoint's in-use marker
         self.load_count = 0
         self.encode_count = 0
         self._placed_on = self.device
@@ -174,6 +175,7 @@ class XTTSEngine:
     def _unload(self) -> None:
         """Drop a model whose weights cannot be trusted; the next request loads it again."""
         self._model = self._config = self.weights = self.model_id = None
+        self._mark_in_use(None)
         self.scheduler.models.unloaded(MODEL)
 
     # ---- the device registry's offload / reload ------------------------------------------
@@ -240,6 +242,21 @@ class XTTSEngine:
         finally:  # the id always names what the model holds now: the checkpoint, or the base after a failure
             if self.weights is not None:
                 self.model_id = self._identity(self.weights.active)
+            self._mark_in_use(self.weights.active if self.weights is not None else None)
+
+    def _mark_in_use(self, checkpoint: Path | None) -> None:
+        """Hold ``checkpoint``'s in-use marker shared, so no studio process sharing the folder deletes it."""
+        marker = locks.in_use_marker(checkpoint) if checkpoint is not None else None
+        if self._in_use is not None and self._in_use.path == marker:
+            return
+        if self._in_use is not None:
+            self._in_use.release()
+            self._in_use = None
+        if marker is not None:
+            try:
+                self._in_use = locks.try_hold(marker, shared=True)
+            except OSError as exc:  # a read-only model folder: nobody deletes it from here either
+                log.warning("cannot mark %s in use: %s", checkpoint, exc)
 
     def _identity(self, checkpoint: Path | None) -> str:
         return model_identity(self._loaded_dir, checkpoint)  # type: ignore[arg-type]
