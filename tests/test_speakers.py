@@ -134,3 +134,23 @@ def test_embeddings_are_unit_vectors_and_partials_cover_the_clip(
     assert partials.shape[1] == 256 and len(partials) >= len(clip) / RATE / 1.6
     assert np.allclose(np.linalg.norm(partials, axis=1), 1.0, atol=1e-5)
     assert not embedding.flags.writeable  # remembered for the next call, so shared
+
+
+def test_clips_analysed_together_match_resemblyzer_one_by_one(voices: dict[str, list[np.ndarray]]) -> None:
+    """One encoder call over every clip's windows gives what resemblyzer's own per-clip path gives."""
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    clips = [*voices["a"][:3], np.zeros(RATE, dtype=np.float32), voices["mix"][0], voices["b"][0]]
+    fresh = SpeakerEncoder()  # nothing remembered: every clip goes through the batched path
+    together = fresh.analyse_many(clips)
+
+    reference = VoiceEncoder("cpu", verbose=False)
+    for clip, (embedding, partials) in zip(clips, together, strict=True):
+        if not np.any(clip):
+            assert not np.any(embedding) and partials.shape == (0, 256)
+            continue
+        expected, expected_partials, _ = reference.embed_utterance(preprocess_wav(clip), return_partials=True)
+        assert partials.shape == expected_partials.shape
+        assert float(embedding @ expected) == pytest.approx(1.0, abs=1e-5)
+        assert np.allclose(partials, expected_partials, atol=1e-4)
+    assert fresh.analyse_many(clips[::-1])[::-1][0] is together[0]  # remembered by content, in any order
