@@ -88,21 +88,24 @@ def _frames(mono: np.ndarray) -> np.ndarray:
     return mono[: len(mono) // n * n].reshape(-1, n)
 
 
-def _tonal_frames(frames: np.ndarray) -> np.ndarray:
-    """Per frame: whether it holds steady partials, spectral peaks far above their surroundings that
-    persist (within a bin) into the frame before or after. Peaks of noise are random and rarely persist.
+def _tonal_frames(frames: np.ndarray, judged: np.ndarray) -> np.ndarray:
+    """Per judged frame: whether it holds steady partials, spectral peaks far above their surroundings
+    that persist (within a bin) into the frame before or after. Peaks of noise are random and rarely persist.
 
-    Spectra are made a block of frames at a time, so memory does not grow with the length of the file.
+    Only the judged frames and their neighbours get spectra, a block at a time, so the cost follows the
+    pauses looked at, and memory holds one block of spectra (and a few bits a frame).
     """
     n = frames.shape[1]
     freqs = np.fft.rfftfreq(n, 1 / _DETECT_RATE)
     band = (freqs > _PEAK_BAND_HZ[0]) & (freqs < _PEAK_BAND_HZ[1])
     window = np.hanning(n)
-    tonal = np.zeros(len(frames), dtype=bool)
-    for start in range(0, len(frames), _BLOCK_FRAMES):
-        lo, hi = max(start - 1, 0), min(start + _BLOCK_FRAMES + 1, len(frames))  # one neighbour either side
-        power = np.abs(np.fft.rfft(frames[lo:hi] * window, axis=1)) ** 2
-        log_power = 10 * np.log10(power + 1e-20)
+    wanted = np.flatnonzero(judged)
+    needed = np.unique(np.clip(np.concatenate([wanted - 1, wanted, wanted + 1]), 0, len(frames) - 1))
+    near = np.zeros((len(needed), len(freqs)), dtype=bool)  # a peak within a bin, of each needed frame
+    peaks = np.zeros_like(near)
+    for start in range(0, len(needed), _BLOCK_FRAMES):
+        rows = needed[start : start + _BLOCK_FRAMES]
+        log_power = 10 * np.log10(np.abs(np.fft.rfft(frames[rows] * window, axis=1)) ** 2 + 1e-20)
         around = median_filter(log_power, size=(1, 17), mode="nearest")
         peak = (
             (log_power - around > _PEAK_DB)
@@ -110,11 +113,13 @@ def _tonal_frames(frames: np.ndarray) -> np.ndarray:
             & (log_power >= np.roll(log_power, -1, axis=1))
             & band
         )
-        near = peak | np.roll(peak, 1, axis=1) | np.roll(peak, -1, axis=1)
-        none = np.zeros_like(near[:1])
-        before, after = np.vstack([none, near[:-1]]), np.vstack([near[1:], none])
-        steady = (peak & (before | after)).sum(axis=1) >= _PARTIALS
-        tonal[start : min(start + _BLOCK_FRAMES, len(frames))] = steady[start - lo :][:_BLOCK_FRAMES]
+        peaks[start : start + len(rows)] = peak
+        near[start : start + len(rows)] = peak | np.roll(peak, 1, axis=1) | np.roll(peak, -1, axis=1)
+    at = np.searchsorted(needed, wanted)
+    before = np.where((wanted > 0)[:, None], near[np.maximum(at - 1, 0)], False)
+    after = np.where((wanted < len(frames) - 1)[:, None], near[np.minimum(at + 1, len(needed) - 1)], False)
+    tonal = np.zeros(len(frames), dtype=bool)
+    tonal[wanted] = (peaks[at] & (before | after)).sum(axis=1) >= _PARTIALS
     return tonal
 
 
@@ -132,7 +137,7 @@ def detect_music_bed(audio: np.ndarray, rate: int) -> MusicBed:
     sounding = gaps & (level > max(speech - _SILENT_UNDER_SPEECH_DB, -90.0))
     if sounding.sum() < max(3, 0.2 * gaps.sum()):
         return MusicBed(0.0, False, "no music bed: the pauses are silent")
-    share = float(_tonal_frames(frames)[sounding].mean())
+    share = float(_tonal_frames(frames, sounding)[sounding].mean())
     gap_db = float(np.median(level[sounding])) - speech
     score = share * float(np.clip((gap_db + 50.0) / 10.0, 0.0, 1.0))  # a bed 50 dB under speech does not matter
     detected = score >= _DETECT_SCORE
