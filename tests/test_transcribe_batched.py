@@ -91,6 +91,27 @@ def test_batching_works_out_its_own_speech_regions(whisper: Whisper, audio16k: n
     assert silent.words == []
 
 
+def test_cpu_workers_share_the_windows_and_hear_what_one_worker_hears(audio16k: np.ndarray) -> None:
+    """Two CPU workers take the windows (and the clips of ``texts``) between them; the words are one worker's."""
+    one, two = Whisper(DeviceScheduler("cpu"), cpu_workers=1), Whisper(DeviceScheduler("cpu"), cpu_workers=2)
+    assert len(speech_windows(speech_regions(audio16k), len(audio16k) / WHISPER_RATE)) >= 3
+    alone = one.transcribe(audio16k, model=whisper_tiny(), language=None, batch_size=1)
+    shared = two.transcribe(audio16k, model=whisper_tiny(), language=None, batch_size=1)  # detected, then shared
+    assert two._models[whisper_tiny()].model.num_workers == 2
+    assert shared.language == alone.language == "en"
+    assert normalised(shared) == normalised(alone)
+    pairs = zip(alone.words, shared.words, strict=True)
+    assert all(abs(a.start - b.start) <= 0.02 and abs(a.end - b.end) <= 0.02 for a, b in pairs)
+    assert all(a.start <= b.start for a, b in itertools.pairwise(shared.words))
+
+    clips = [audio16k[int(s * WHISPER_RATE) : int(e * WHISPER_RATE)] for s, e in speech_regions(audio16k)[:4]]
+    assert two.texts(clips, model=whisper_tiny(), language="en") == [
+        one.text(clip, model=whisper_tiny(), language="en") for clip in clips
+    ]
+    with pytest.raises(ValueError, match="cpu_workers"):
+        Whisper(DeviceScheduler("cpu"), cpu_workers=0)
+
+
 def test_batched_build_cuts_whole_sentences_and_reuses_a_sequential_cache(
     tmp_path: Path, talk: Talk, whisper: Whisper
 ) -> None:

@@ -76,8 +76,9 @@ class BuildOptions:
     speaker: str = ""
     language: str | None = None  # None: detect
     whisper_model: str = "small"
-    # batched transcription (see train.transcribe); 0: Whisper's sequential loop. 1 is the fastest on a
-    # CPU (bench/bench_dataset.py: the windows, not the batching, save the time); larger ones are for a GPU
+    # windows per decoding call of batched transcription (see train.transcribe); 0: Whisper's sequential
+    # loop. 1 suits a CPU, where the windows are shared among workers (the windows, not the batching,
+    # save the time there: bench/bench_dataset.py); larger ones are for a GPU
     whisper_batch_size: int = 1
     # 0: greedy (1) on a CPU, where it takes about a third less time for a little more word error; 5 on a GPU
     whisper_beam_size: int = 0

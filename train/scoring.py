@@ -94,19 +94,16 @@ class Scorer:
         self.encoder = encoder or SpeakerEncoder(self.whisper.scheduler)
         self._references: dict[str, np.ndarray] = {}
 
-    def _embed(self, audio16k: np.ndarray) -> np.ndarray:
-        return self.encoder.embed(audio16k)  # a zero vector when no voice is left once silence is trimmed
-
     def reference_embedding(self, clips: Sequence[Path]) -> np.ndarray:
         key = fingerprint(clips) + "|" + "|".join(str(c) for c in clips)
         if key not in self._references:
-            embeddings = [self._embed(load_16k(clip)) for clip in clips]
+            embeddings = [e for e, _ in self.encoder.analyse_many([load_16k(clip) for clip in clips])]
             mean = np.mean(embeddings, axis=0)
             self._references[key] = mean / (np.linalg.norm(mean) or 1.0)
         return self._references[key]
 
-    def _transcribe(self, audio16k: np.ndarray, language: str) -> str:
-        return self.whisper.text(audio16k, model=self.whisper_model, language=language)
+    def _transcribe(self, clips: Sequence[np.ndarray], language: str) -> list[str]:
+        return self.whisper.texts(clips, model=self.whisper_model, language=language)
 
     def score(
         self,
@@ -121,15 +118,16 @@ class Scorer:
         if not samples:
             raise ValueError("no samples to score")
         reference = self.reference_embedding(reference_clips) if reference_clips else None
+        audios = [load_16k(path) for path in samples]
+        transcripts = self._transcribe(audios, language)  # together: on a CPU, Whisper's workers share them
+        embeddings = [e for e, _ in self.encoder.analyse_many(audios)] if reference is not None else []
         per_sample = []
-        for index, path in enumerate(samples):
+        for index, (path, audio, transcript) in enumerate(zip(samples, audios, transcripts, strict=True)):
             sentence = sentences[index] if index < len(sentences) else ""
-            audio = load_16k(path)
-            transcript = self._transcribe(audio, language)
             wer, cer = error_rates(sentence, transcript, language)
             similarity = None
             if reference is not None:
-                embedding = self._embed(audio)
+                embedding = embeddings[index]  # a zero vector when no voice is left once silence is trimmed
                 norm = float(np.linalg.norm(embedding))
                 similarity = float(np.dot(embedding, reference) / norm) if norm else 0.0
             seconds = len(audio) / WHISPER_RATE

@@ -6,11 +6,19 @@ Transcription runs one of two ways over the same loaded model:
 - batched (``batch_size >= 1``): its ``BatchedInferencePipeline`` over windows cut at pauses from
   :func:`speech_regions` (real audio, pauses inside kept, so word times need no remapping). Windows do not
   overlap and decode text only (words are timed by alignment), which is what makes it faster even at batch 1.
+
+On a CPU the model runs as several workers of one or two threads each, and the batched windows are shared
+among them: Whisper's matrices are too small for many threads to share one well (two threads on one
+window spend half again the CPU time of one for the same wall time), while workers on different windows
+scale with the cores. This is CTranslate2's own advice for throughput on a CPU; the weights are shared.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,21 +55,35 @@ class Transcript:
 WINDOW_S = 30.0  # Whisper's input length
 WINDOW_PAD_S = 0.2  # audio kept either side of the speech in a window
 
+MAX_CPU_WORKERS = 4
+
+
+def default_cpu_workers() -> int:
+    """Whisper workers on a CPU: one per core this process may use, at most :data:`MAX_CPU_WORKERS`."""
+    return max(1, min(MAX_CPU_WORKERS, len(os.sched_getaffinity(0))))
+
+
 _SIZE_MB = {"tiny": 75, "base": 145, "small": 484, "medium": 1530, "large-v3": 3090, "turbo": 1620}
 MODEL = "whisper"  # the name in the device registry
 
 
-def load_whisper(model: str, device: str = "cpu") -> WhisperModel:
-    """A WhisperModel: a size name (downloaded on first use) or a local CTranslate2 folder."""
+def load_whisper(model: str, device: str = "cpu", workers: int = 1) -> WhisperModel:
+    """A WhisperModel: a size name (downloaded on first use) or a local CTranslate2 folder.
+
+    ``workers`` > 1 on a CPU: that many calls run at once, the cores shared among them
+    (one worker keeps faster-whisper's default threads).
+    """
     from faster_whisper import WhisperModel
 
     kind, _, index = device.partition(":")
     compute = "float16" if kind == "cuda" else "int8"
+    threads = max(1, len(os.sched_getaffinity(0)) // workers) if kind == "cpu" and workers > 1 else 0
     local = Path(model).expanduser()
     try:
         return WhisperModel(
-            str(local) if local.is_dir() else model, device=kind, device_index=int(index or 0), compute_type=compute
-        )
+            str(local) if local.is_dir() else model, device=kind, device_index=int(index or 0), compute_type=compute,
+            cpu_threads=threads, num_workers=workers if kind == "cpu" else 1,
+        )  # fmt: skip
     except Exception as exc:
         raise ModelUnavailable(
             f"Could not load the Whisper model '{model}' ({exc.__class__.__name__}: {exc}). Sizes "
@@ -84,8 +106,12 @@ class Whisper:
     again in seconds), and while the device is lent to training it loads on the CPU.
     """
 
-    def __init__(self, scheduler: DeviceScheduler) -> None:
+    def __init__(self, scheduler: DeviceScheduler, *, cpu_workers: int | None = None) -> None:
+        """``cpu_workers``: transcriptions run at once on a CPU (default :func:`default_cpu_workers`)."""
+        if cpu_workers is not None and cpu_workers < 1:
+            raise ValueError("cpu_workers must be at least 1")
         self.scheduler = scheduler
+        self.cpu_workers = cpu_workers or default_cpu_workers()
         self._models: dict[str, WhisperModel] = {}
         self._device: str | None = None
         self.loads = 0
@@ -110,11 +136,14 @@ class Whisper:
         if name not in self._models:
             while len(self._models) >= 2:  # a third size pushes out the oldest
                 self._models.pop(next(iter(self._models)))
-            self._models[name] = load_whisper(name, target)
+            self._models[name] = load_whisper(name, target, self._workers(target))
             self._device = target
             self.loads += 1
             self.scheduler.models.loaded(MODEL)
         return self._models[name]
+
+    def _workers(self, device: str) -> int:
+        return self.cpu_workers if device == "cpu" else 1
 
     def default_beam_size(self) -> int:
         """5 on a GPU; greedy on a CPU, where beam search costs about half again the time (bench_dataset)."""
@@ -167,18 +196,34 @@ class Whisper:
         if not clips:
             return Transcript(language or "en", [])
         with self.scheduler.slot(MODEL):
-            pipeline = BatchedInferencePipeline(self._model(model))
-            segments, info = pipeline.transcribe(
-                audio16k,
-                language=language,
-                word_timestamps=True,
-                beam_size=beam_size,
-                batch_size=batch_size,
-                clip_timestamps=[{"start": start, "end": end} for start, end in clips],
-            )
-            words = [Word(w.start, w.end, w.word, w.probability) for segment in segments for w in (segment.words or [])]
-            words += self._unheard(audio16k, regions, words, model, info.language, beam_size)
-        return Transcript(info.language, sorted(words, key=lambda w: w.start))
+            whisper = self._model(model)
+            workers = min(self._workers(self._device or "cpu"), len(clips))
+
+            def run(windows: list[tuple[float, float]], language: str | None) -> tuple[list[Word], str]:
+                segments, info = BatchedInferencePipeline(whisper).transcribe(  # a pipeline keeps state: one a call
+                    audio16k,
+                    language=language,
+                    word_timestamps=True,
+                    beam_size=beam_size,
+                    batch_size=batch_size,
+                    clip_timestamps=[{"start": start, "end": end} for start, end in windows],
+                )
+                words = [Word(w.start, w.end, w.word, w.probability) for s in segments for w in (s.words or [])]
+                return words, info.language
+
+            if workers == 1:
+                words, language = run(clips, language)
+            else:
+                words = []
+                if language is None:  # detected on the first window, as the pipeline does over all of them
+                    words, language = run(clips[:1], None)
+                    clips = clips[1:]
+                shares = [clips[i::workers] for i in range(workers)]
+                with ThreadPoolExecutor(workers, thread_name_prefix="whisper") as pool:
+                    for found, _ in pool.map(lambda share: run(share, language), [s for s in shares if s]):
+                        words += found
+            words += self._unheard(audio16k, regions, words, model, language, beam_size)
+        return Transcript(language, sorted(words, key=lambda w: w.start))
 
     def _unheard(
         self,
@@ -212,14 +257,26 @@ class Whisper:
 
     def text(self, audio16k: np.ndarray, *, model: str, language: str | None) -> str:
         """Plain text of the whole audio (no VAD: a sample is speech from end to end)."""
+        return self.texts([audio16k], model=model, language=language)[0]
+
+    def texts(self, clips: Sequence[np.ndarray], *, model: str, language: str | None) -> list[str]:
+        """:meth:`text` of each clip; on a CPU the workers take one clip each at a time."""
         with self.scheduler.slot(MODEL):
             whisper = self._model(model)
             multilingual = getattr(whisper.model, "is_multilingual", True)
-            segments, _ = whisper.transcribe(
-                audio16k, language=language if multilingual else None, beam_size=5, vad_filter=False,
-                condition_on_previous_text=False,
-            )  # fmt: skip
-            return " ".join(s.text.strip() for s in segments)
+
+            def one(audio16k: np.ndarray) -> str:
+                segments, _ = whisper.transcribe(
+                    audio16k, language=language if multilingual else None, beam_size=5, vad_filter=False,
+                    condition_on_previous_text=False,
+                )  # fmt: skip
+                return " ".join(s.text.strip() for s in segments)
+
+            workers = min(self._workers(self._device or "cpu"), len(clips))
+            if workers <= 1:
+                return [one(clip) for clip in clips]
+            with ThreadPoolExecutor(workers, thread_name_prefix="whisper") as pool:
+                return list(pool.map(one, clips))
 
 
 def speech_windows(regions: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
